@@ -1,0 +1,246 @@
+//! One pooled keep-alive HTTP/1.1 client per backend, with each timeout and
+//! limit enforced in exactly one place:
+//!
+//! | limit | where |
+//! |---|---|
+//! | `connect_timeout` | around the TCP connect of a new connection |
+//! | `first_byte_timeout` | around sending the request and receiving the head |
+//! | `http_resp_size` | hyper's `max_header_size` on the connection |
+//! | `http_resp_hdr_len` | checked on the received head, line by line |
+//! | `between_bytes_timeout` | [`TimedBody`] around the response body |
+//!
+//! Why not hyper-util's pooled `Client`: it runs connect and send as one
+//! future, so a first-byte timer around it would also count the connect, and a
+//! refused connection could not be told from a slow backend. Here the pool is
+//! hyper's own `client::conn::http1` connections in a per-backend idle list
+//! (a short mutex per backend, never a global one); a connection goes back
+//! to the list once hyper says it is ready for the next request, i.e. after
+//! the previous response body was read to its end.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::error::FetchError;
+use crate::body::{Body, TimedBody};
+use crate::config::{BackendConfig, MIN_READ_BUFFER};
+
+/// The most idle connections kept per backend; more are closed when they
+/// come back. Bounded so that a burst does not leave thousands of sockets open.
+const MAX_IDLE_PER_BACKEND: usize = 1024;
+
+struct IdleConn {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A backend's connection pool and limits.
+pub struct BackendClient {
+    name: Arc<str>,
+    config: BackendConfig,
+    builder: http1::Builder,
+    idle: Arc<Mutex<VecDeque<IdleConn>>>,
+}
+
+impl BackendClient {
+    /// A client for one backend; no connection is opened until needed.
+    pub fn new(config: BackendConfig) -> BackendClient {
+        let mut builder = http1::Builder::new();
+        builder
+            .max_header_size(config.http_resp_size)
+            .max_buf_size(config.http_resp_size.max(MIN_READ_BUFFER));
+        BackendClient {
+            name: Arc::from(config.name.as_str()),
+            config,
+            builder,
+            idle: Arc::new(Mutex::new(VecDeque::new())),
+        }
+    }
+
+    /// The backend's name, shared with the errors and bodies it makes.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The settings this client runs with.
+    pub fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) and returns the response
+    /// whose body streams under `between_bytes_timeout`.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, FetchError> {
+        let mut req = req;
+        // A pooled connection may have been closed by the backend while idle;
+        // hyper gives the request back when it was not sent, and then it goes
+        // out once more on a fresh connection.
+        while let Some(sender) = self.checkout() {
+            match self.send_on(sender, req).await {
+                Ok(response) => return Ok(response),
+                Err(Retry::Again(returned)) => req = returned,
+                Err(Retry::Failed(error)) => return Err(error),
+            }
+        }
+        let sender = self.connect().await?;
+        match self.send_on(sender, req).await {
+            Ok(response) => Ok(response),
+            Err(Retry::Failed(error)) => Err(error),
+            Err(Retry::Again(_)) => Err(FetchError::ClosedBeforeSend {
+                backend: self.name.clone(),
+            }),
+        }
+    }
+
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(conn) = idle.pop_back() {
+            if conn.sender.is_ready() && conn.since.elapsed() < self.config.backend_idle_timeout {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, FetchError> {
+        let timeout = self.config.connect_timeout;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.config.addr)).await
+        {
+            Err(_) => {
+                return Err(FetchError::ConnectTimeout {
+                    backend: self.name.clone(),
+                    timeout,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(FetchError::Connect {
+                    backend: self.name.clone(),
+                    source,
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // Small requests and heads must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            self.builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| FetchError::Protocol {
+                    backend: self.name.clone(),
+                    source,
+                })?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(backend = %name, %error, "backend connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_on(
+        &self,
+        mut sender: SendRequest<Body>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Retry> {
+        let timeout = self.config.first_byte_timeout;
+        let sent = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
+        let response = match sent {
+            Err(_) => {
+                return Err(Retry::Failed(FetchError::FirstByteTimeout {
+                    backend: self.name.clone(),
+                    timeout,
+                }))
+            }
+            Ok(Err(mut failed)) => {
+                return Err(match failed.take_message() {
+                    Some(req) if is_closed_before_send(failed.error()) => Retry::Again(req),
+                    _ => Retry::Failed(self.classify(failed.into_error())),
+                })
+            }
+            Ok(Ok(response)) => response,
+        };
+        self.check_head(&response).map_err(Retry::Failed)?;
+        self.give_back(sender);
+        let (parts, incoming) = response.into_parts();
+        let body = TimedBody::new(
+            incoming,
+            self.name.clone(),
+            self.config.between_bytes_timeout,
+        );
+        Ok(Response::from_parts(parts, Body::Backend(body)))
+    }
+
+    /// Puts the connection back in the idle list once its current response
+    /// has been read to the end (hyper reports it ready again).
+    fn give_back(&self, mut sender: SendRequest<Body>) {
+        let idle = self.idle.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if idle.len() < MAX_IDLE_PER_BACKEND {
+                    idle.push_back(IdleConn {
+                        sender,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        });
+    }
+
+    /// `http_resp_hdr_len`: no single header line may be longer.
+    fn check_head(&self, response: &Response<hyper::body::Incoming>) -> Result<(), FetchError> {
+        let max = self.config.http_resp_hdr_len;
+        let too_long = response
+            .headers()
+            .iter()
+            .any(|(name, value)| name.as_str().len() + 2 + value.len() > max);
+        if too_long {
+            return Err(FetchError::HeadTooLarge {
+                backend: self.name.clone(),
+                limit: "http_resp_hdr_len",
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn classify(&self, source: hyper::Error) -> FetchError {
+        if source.is_parse_too_large() {
+            FetchError::HeadTooLarge {
+                backend: self.name.clone(),
+                limit: "http_resp_size",
+                max: self.config.http_resp_size,
+            }
+        } else {
+            FetchError::Protocol {
+                backend: self.name.clone(),
+                source,
+            }
+        }
+    }
+
+    /// How many idle connections are pooled (for tests and the admin view).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+enum Retry {
+    /// The request was not sent; here it is back, to send on another connection.
+    Again(Request<Body>),
+    /// The fetch failed for good.
+    Failed(FetchError),
+}
+
+fn is_closed_before_send(error: &hyper::Error) -> bool {
+    error.is_canceled() || error.is_closed()
+}

@@ -1,0 +1,105 @@
+//! `FetchError`: why a backend fetch failed, naming the backend and the
+//! limit or timeout involved, and what it means for the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A backend fetch that produced no usable response head.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The TCP connection was refused or failed.
+    #[error("backend {backend}: connect failed: {source}")]
+    Connect {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP connection did not complete within `connect_timeout`.
+    #[error("backend {backend}: connect_timeout ({timeout:?}) expired")]
+    ConnectTimeout {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The limit that fired.
+        timeout: Duration,
+    },
+    /// No response head within `first_byte_timeout` of sending the request.
+    #[error("backend {backend}: first_byte_timeout ({timeout:?}) expired")]
+    FirstByteTimeout {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The limit that fired.
+        timeout: Duration,
+    },
+    /// The response head broke `http_resp_hdr_len` or `http_resp_size`.
+    #[error("backend {backend}: response head larger than {limit} ({max} bytes)")]
+    HeadTooLarge {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The config key of the limit: `http_resp_hdr_len` or `http_resp_size`.
+        limit: &'static str,
+        /// The configured value.
+        max: usize,
+    },
+    /// The backend closed the connection or sent something that is not HTTP.
+    #[error("backend {backend}: invalid or incomplete response: {source}")]
+    Protocol {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// hyper's description.
+        #[source]
+        source: hyper::Error,
+    },
+    /// A fresh connection closed before the request could be sent.
+    #[error("backend {backend}: connection closed before the request was sent")]
+    ClosedBeforeSend {
+        /// The backend's name.
+        backend: Arc<str>,
+    },
+    /// The pool has no backend to try.
+    #[error("pool {pool}: no backend available")]
+    NoBackend {
+        /// The pool's name.
+        pool: Arc<str>,
+    },
+}
+
+impl FetchError {
+    /// The short reason used in logs and metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::Connect { .. } => "connect",
+            FetchError::ConnectTimeout { .. } => "connect_timeout",
+            FetchError::FirstByteTimeout { .. } => "first_byte_timeout",
+            FetchError::HeadTooLarge { .. } => "resp_hdr_too_large",
+            FetchError::Protocol { .. } => "invalid_response",
+            FetchError::ClosedBeforeSend { .. } => "connect",
+            FetchError::NoBackend { .. } => "no_healthy_backend",
+        }
+    }
+
+    /// The backend that failed, when one was tried.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            FetchError::Connect { backend, .. }
+            | FetchError::ConnectTimeout { backend, .. }
+            | FetchError::FirstByteTimeout { backend, .. }
+            | FetchError::HeadTooLarge { backend, .. }
+            | FetchError::Protocol { backend, .. }
+            | FetchError::ClosedBeforeSend { backend } => Some(backend),
+            FetchError::NoBackend { .. } => None,
+        }
+    }
+
+    /// Whether the request certainly never reached the backend, so that even
+    /// a non-idempotent request may be sent again.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Connect { .. }
+                | FetchError::ConnectTimeout { .. }
+                | FetchError::ClosedBeforeSend { .. }
+        )
+    }
+}

@@ -1,0 +1,292 @@
+//! The one body type Shellac hands to hyper, in both directions, plus the two
+//! wrappers every backend body goes through:
+//!
+//! - [`TimedBody`] enforces `between_bytes_timeout` while the body streams, so
+//!   a backend that stalls mid-body fails the transfer instead of hanging it;
+//! - [`CaptureBody`] copies a cacheable response into the cache *while* it
+//!   streams to the first client (zero-copy: it keeps the `Bytes` pieces) and
+//!   stores it only when the body ended cleanly, so nothing truncated is ever
+//!   cached.
+//!
+//! `Body` is an enum rather than a boxed trait object so that cache hits (a
+//! `Bytes` handed out as it is) cost no allocation for the body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why a body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The backend sent nothing for `between_bytes_timeout`.
+    #[error(
+        "backend {backend}: between_bytes_timeout ({timeout:?}) expired while reading the body"
+    )]
+    BetweenBytesTimeout {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The configured limit that fired.
+        timeout: Duration,
+    },
+    /// The backend connection failed mid-body (closed early, bad chunking).
+    #[error("backend {backend}: body failed: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// hyper's description of what broke.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The client's request body failed while being forwarded.
+    #[error("client request body failed: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+/// A request or response body as Shellac passes it around.
+pub enum Body {
+    /// No body at all.
+    Empty,
+    /// A complete body in memory: cache hits and synthetic pages.
+    Full(Option<Bytes>),
+    /// A client's request body, forwarded as it arrives.
+    Incoming(Incoming),
+    /// A backend response body under `between_bytes_timeout`.
+    Backend(TimedBody),
+    /// A backend response body that is also being stored.
+    Capture(CaptureBody),
+}
+
+impl Body {
+    /// A complete in-memory body.
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        Body::Full(Some(bytes.into()))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Incoming(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Client),
+            Body::Backend(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Capture(inner) => Pin::new(inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Incoming(inner) => inner.is_end_stream(),
+            Body::Backend(inner) => inner.is_end_stream(),
+            Body::Capture(inner) => inner.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Incoming(inner) => inner.size_hint(),
+            Body::Backend(inner) => inner.size_hint(),
+            Body::Capture(inner) => inner.inner.size_hint(),
+        }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(incoming: Incoming) -> Body {
+        Body::Incoming(incoming)
+    }
+}
+
+// === impl TimedBody ===
+
+/// A backend body that fails with [`BodyError::BetweenBytesTimeout`] when no
+/// frame arrives within the backend's `between_bytes_timeout`.
+pub struct TimedBody {
+    inner: Incoming,
+    backend: Arc<str>,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl TimedBody {
+    /// Wraps a backend body; the first deadline starts now.
+    pub fn new(inner: Incoming, backend: Arc<str>, timeout: Duration) -> TimedBody {
+        TimedBody {
+            inner,
+            backend,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.deadline.as_mut().reset(Instant::now() + self.timeout);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(source))) => Poll::Ready(Some(Err(BodyError::Backend {
+                backend: self.backend.clone(),
+                source,
+            }))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(self.deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::BetweenBytesTimeout {
+                    backend: self.backend.clone(),
+                    timeout: self.timeout,
+                })))
+            }
+        }
+    }
+}
+
+impl http_body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        TimedBody::poll_frame(self.get_mut(), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        TimedBody::is_end_stream(self)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        TimedBody::size_hint(self)
+    }
+}
+
+// === impl CaptureBody ===
+
+/// Called once with the whole body when a captured body ended cleanly.
+pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+
+/// Streams a backend body to the client and keeps the pieces; when the body
+/// ends cleanly and stayed within `max_size`, hands the whole body to
+/// `on_complete`. An error, an oversized body or a client that goes away
+/// (the body is dropped) stores nothing.
+pub struct CaptureBody {
+    inner: TimedBody,
+    pieces: Vec<Bytes>,
+    size: u64,
+    max_size: u64,
+    on_complete: Option<OnComplete>,
+}
+
+impl CaptureBody {
+    /// Captures `inner`, giving up on storing once more than `max_size` bytes arrived.
+    pub fn new(inner: TimedBody, max_size: u64, on_complete: OnComplete) -> CaptureBody {
+        CaptureBody {
+            inner,
+            pieces: Vec::new(),
+            size: 0,
+            max_size,
+            on_complete: Some(on_complete),
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = self.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(_)) = (frame.data_ref(), &self.on_complete) {
+                    self.size += data.len() as u64;
+                    if self.size > self.max_size {
+                        self.give_up();
+                    } else {
+                        self.pieces.push(data.clone());
+                    }
+                }
+                // hyper stops polling once the body says it has ended (a
+                // Content-Length body that has all its bytes), so the end is
+                // recognised here as well as at `None`.
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.give_up(),
+            Poll::Ready(None) => self.complete(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn complete(&mut self) {
+        if let Some(on_complete) = self.on_complete.take() {
+            on_complete(concat(std::mem::take(&mut self.pieces), self.size));
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.on_complete = None;
+        self.pieces = Vec::new();
+    }
+}
+
+/// Joins body pieces; a single piece is passed on without copying.
+fn concat(mut pieces: Vec<Bytes>, size: u64) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(size as usize);
+    for piece in pieces {
+        joined.extend_from_slice(&piece);
+    }
+    joined.freeze()
+}
+
+impl http_body::Body for CaptureBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        CaptureBody::poll_frame(self.get_mut(), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

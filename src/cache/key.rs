@@ -1,0 +1,59 @@
+//! The cache key: which stored object a request may be answered with.
+//!
+//! Scheme, Host (lower-cased, default port dropped) and the request target
+//! (path and query, byte for byte) are in the key; GET and HEAD share one
+//! key, since a HEAD can be answered from a stored GET. Nothing a client can
+//! add without changing the response (`X-Forwarded-Host` and the like) is
+//! in it: that is what makes cache poisoning through unkeyed headers
+//! impossible. The key keeps the full text rather than a hash, so two
+//! requests can never collide onto one object.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The identity of a cached object (before `Vary` picks a variant).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// The key of a GET or HEAD for `host` (already normalized) and `target`
+    /// (`/path?query`).
+    pub fn new(scheme: &str, host: &str, target: &str) -> CacheKey {
+        let mut text = String::with_capacity(scheme.len() + host.len() + target.len() + 3);
+        text.push_str(scheme);
+        text.push_str("://");
+        text.push_str(host);
+        text.push_str(target);
+        CacheKey(Arc::from(text))
+    }
+
+    /// The key as text, e.g. `http://example.com/a?b`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Bytes the key occupies, for the cache's weigher.
+    pub fn weight(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_target_are_in_the_key() {
+        let a = CacheKey::new("http", "example.com", "/a?x=1");
+        assert_eq!(a.as_str(), "http://example.com/a?x=1");
+        assert_ne!(a, CacheKey::new("http", "example.org", "/a?x=1"));
+        assert_ne!(a, CacheKey::new("http", "example.com", "/a?x=2"));
+        assert_ne!(a, CacheKey::new("https", "example.com", "/a?x=1"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Every default in one place, named after the Varnish parameter it mirrors
+//! where Varnish has one. `docs/configuration.md` documents the same values;
+//! change both together.
+
+use std::time::Duration;
+
+/// `[server] listen`: Varnish's default client port.
+pub const LISTEN: &str = "127.0.0.1:6081";
+/// `[server] timeout_idle` (Varnish `timeout_idle`, 5 s): how long an idle
+/// keep-alive client connection is kept.
+pub const TIMEOUT_IDLE: Duration = Duration::from_secs(5);
+/// `[server] header_timeout`: the whole request head must arrive within this
+/// (a slowloris guard; Varnish bounds it by `timeout_req`/`timeout_idle`).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[server] http_req_hdr_len` (Varnish, 8 KiB): the longest request header line.
+pub const HTTP_REQ_HDR_LEN: u64 = 8 * 1024;
+/// `[server] http_req_size` (Varnish, 32 KiB): the largest whole request head.
+pub const HTTP_REQ_SIZE: u64 = 32 * 1024;
+/// `[server] http_max_hdr` (Varnish, 64): the most header fields in a request.
+pub const HTTP_MAX_HDR: usize = 64;
+/// `[server] retry_after`: the `Retry-After` of a synthetic 503 when nothing
+/// better is known.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// `[server] drain_timeout`: on shutdown, in-flight requests get this long to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[cache] capacity` (Varnish's `-s malloc` default is unbounded; we bound
+/// it): bytes of object data plus per-object overhead.
+pub const CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
+/// `[cache] default_ttl` (Varnish `default_ttl`, 120 s).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+/// `[cache] max_object_size`: larger responses stream through uncached.
+pub const MAX_OBJECT_SIZE: u64 = 32 * 1024 * 1024;
+/// `[cache] store_errors`: error responses (400, 413, 414, 431, 5xx) are
+/// never stored unless this is true.
+pub const STORE_ERRORS: bool = false;
+
+/// `[defaults] connect_timeout` (Varnish, 3.5 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3500);
+/// `[defaults] first_byte_timeout` (Varnish, 60 s): request sent → response head.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[defaults] between_bytes_timeout` (Varnish, 60 s): the longest pause
+/// between two pieces of a backend response body.
+pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[defaults] http_resp_hdr_len` (Varnish, 8 KiB): the longest backend
+/// response header line.
+pub const HTTP_RESP_HDR_LEN: u64 = 8 * 1024;
+/// `[defaults] http_resp_size` (Varnish, 32 KiB): the largest whole backend
+/// response head.
+pub const HTTP_RESP_SIZE: u64 = 32 * 1024;
+/// `[defaults] backend_idle_timeout` (Varnish `backend_idle_timeout`, 60 s):
+/// an unused pooled backend connection is closed after this.
+pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pool every backend joins when the file declares no `[[pool]]`, and
+/// the pool requests go to when no `[[route]]` matches.
+pub const POOL_NAME: &str = "default";
+/// Where `shellac` looks for its configuration when `--config` is not given.
+pub const CONFIG_PATH: &str = "config/shellac.toml";

@@ -1,0 +1,108 @@
+//! The `shellac` command: parse the command line, load the configuration,
+//! set up logging, bind, and hand over to `shellac::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use shellac::config::{Config, CONFIG_PATH};
+
+/// A caching HTTP reverse proxy.
+#[derive(Parser)]
+#[command(name = "shellac", version, about)]
+struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, value_name = "FILE", default_value = CONFIG_PATH)]
+    config: PathBuf,
+    /// Validate the configuration and exit: 0 when it is valid, 1 when not.
+    #[arg(long)]
+    check: bool,
+    /// Start a built-in demo origin on a free loopback port and proxy to it
+    /// instead of the configured backends.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("shellac: invalid configuration: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.check {
+        println!("shellac: configuration {} is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("shellac: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, cli.demo))
+}
+
+async fn serve(mut config: Config, demo: bool) -> ExitCode {
+    if demo {
+        match shellac::demo::start().await {
+            Ok(origin) => config = config.with_single_backend("demo", origin),
+            Err(error) => {
+                eprintln!("shellac: cannot start the demo origin: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let listeners = match shellac::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            eprintln!("shellac: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in shellac::local_addrs(&listeners) {
+        tracing::info!(%addr, config = %config.file.display(), "shellac listening");
+        if demo {
+            eprintln!("{}", shellac::demo::instructions(addr));
+        }
+    }
+    shellac::run(config, listeners, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

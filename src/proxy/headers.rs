@@ -1,0 +1,110 @@
+//! Header handling between client, cache and backend: hop-by-hop headers
+//! (RFC 9110 §7.6.1), `X-Forwarded-For`, `Via`, and the cache's own
+//! `Age` / `X-Cache` / `Cache-Status`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1), plus `Proxy-Connection`, which old clients still send.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// `X-Cache`.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// `Cache-Status` (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Removes hop-by-hop headers, including every header the `Connection`
+/// header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Appends the client's address to `X-Forwarded-For`, as Varnish does.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let joined = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// Appends Shellac to `Via` (RFC 9110 §7.6.3) with the protocol version the
+/// message was received with.
+pub fn append_via(headers: &mut HeaderMap, received: Version) {
+    let ours = match received {
+        Version::HTTP_10 => "1.0 shellac",
+        Version::HTTP_2 => "2 shellac",
+        _ => "1.1 shellac",
+    };
+    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => {
+            if let Ok(value) = HeaderValue::from_str(&format!("{existing}, {ours}")) {
+                headers.insert(header::VIA, value);
+            }
+        }
+        None => {
+            headers.insert(header::VIA, HeaderValue::from_static(ours));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_go_too() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn forwarded_for_and_via_append() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.insert(header::VIA, HeaderValue::from_static("1.1 cdn"));
+        append_forwarded_for(&mut h, "127.0.0.1".parse().expect("ip"));
+        append_via(&mut h, Version::HTTP_11);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[header::VIA], "1.1 cdn, 1.1 shellac");
+    }
+}

@@ -1,0 +1,78 @@
+//! Matching a request to a `[[route]]`, and so to a pool. Routes are sorted
+//! most specific first when the configuration loads, so the first match wins.
+
+use crate::config::RouteConfig;
+
+/// The host without its port, for matching (`Example.com:8080` → `Example.com`).
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    })
+}
+
+/// The index of the first route matching `host` and `path`.
+pub fn select<'a>(
+    routes: &'a [RouteConfig],
+    host: Option<&str>,
+    path: &str,
+) -> Option<&'a RouteConfig> {
+    let host = host.map(host_without_port);
+    routes.iter().find(|route| {
+        let host_ok = match (&route.host, host) {
+            (None, _) => true,
+            (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
+            (Some(_), None) => false,
+        };
+        host_ok
+            && route
+                .path_prefix
+                .as_deref()
+                .is_none_or(|prefix| path.starts_with(prefix))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, prefix: Option<&str>, pool: usize) -> RouteConfig {
+        RouteConfig {
+            host: host.map(str::to_string),
+            path_prefix: prefix.map(str::to_string),
+            pool,
+        }
+    }
+
+    #[test]
+    fn first_specific_match_wins() {
+        let routes = [
+            route(Some("api.example.com"), Some("/slow"), 2),
+            route(None, Some("/img"), 1),
+            route(None, None, 0),
+        ];
+        assert_eq!(
+            select(&routes, Some("API.example.com:80"), "/slow/x").map(|r| r.pool),
+            Some(2)
+        );
+        assert_eq!(
+            select(&routes, Some("www.example.com"), "/slow/x").map(|r| r.pool),
+            Some(0)
+        );
+        assert_eq!(select(&routes, None, "/img/a.png").map(|r| r.pool), Some(1));
+    }
+
+    #[test]
+    fn ports_and_ipv6() {
+        assert_eq!(host_without_port("a.com:8080"), "a.com");
+        assert_eq!(host_without_port("a.com"), "a.com");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+    }
+}
