@@ -82,7 +82,7 @@ impl BackendClient {
         while let Some(sender) = self.checkout() {
             match self.send_on(sender, req).await {
                 Ok(response) => return Ok(response),
-                Err(Retry::Again(returned)) => req = returned,
+                Err(Retry::Again(returned)) => req = *returned,
                 Err(Retry::Failed(error)) => return Err(error),
             }
         }
@@ -162,7 +162,9 @@ impl BackendClient {
             }
             Ok(Err(mut failed)) => {
                 return Err(match failed.take_message() {
-                    Some(req) if is_closed_before_send(failed.error()) => Retry::Again(req),
+                    Some(req) if is_closed_before_send(failed.error()) => {
+                        Retry::Again(Box::new(req))
+                    }
                     _ => Retry::Failed(self.classify(failed.into_error())),
                 })
             }
@@ -236,7 +238,7 @@ impl BackendClient {
 
 enum Retry {
     /// The request was not sent; here it is back, to send on another connection.
-    Again(Request<Body>),
+    Again(Box<Request<Body>>),
     /// The fetch failed for good.
     Failed(FetchError),
 }

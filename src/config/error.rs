@@ -106,7 +106,7 @@ impl<'a> Locator<'a> {
     }
 
     /// Converts a `toml` parse error into a located `ConfigError`.
-    pub(crate) fn from_toml(&self, error: &toml::de::Error) -> ConfigError {
+    pub(crate) fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
         self.error(error.span(), error.message().trim().to_string())
     }
 

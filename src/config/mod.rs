@@ -150,7 +150,7 @@ impl Config {
     /// Validates `text` as if it had been read from `path` (tests use this).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let locator = Locator::new(path, text);
-        let raw: RawConfig = toml::from_str(text).map_err(|e| locator.from_toml(&e))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| locator.toml_error(&e))?;
         build(path, raw, &locator)
     }
 

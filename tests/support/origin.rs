@@ -1,0 +1,304 @@
+//! Origins on `127.0.0.1:0` that count and record the requests they get.
+//!
+//! [`Origin::start`] is a real hyper server answering with a [`Reply`]
+//! (status, headers, body, delay). [`Origin::raw`] speaks raw TCP from a
+//! script of [`Step`]s, for the backends that misbehave on purpose: closing
+//! mid-body, stalling, sending oversized heads, never answering.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One request as the origin received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a hyper origin answers.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Reply {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// One step of a raw origin's answer.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Send these bytes.
+    Write(Vec<u8>),
+    /// Send `total` bytes of `b'x'` in pieces of `piece`.
+    WriteFill { total: usize, piece: usize },
+    /// Wait.
+    Sleep(Duration),
+    /// Close the connection now.
+    Close,
+    /// Keep the connection open and never say anything again.
+    Hang,
+}
+
+/// A running origin.
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    count: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    /// A hyper origin; `handler` decides each answer.
+    pub async fn start<F, Fut>(handler: F) -> Origin
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let origin = Origin {
+            addr: listener.local_addr().expect("origin addr"),
+            count: Arc::default(),
+            seen: Arc::default(),
+        };
+        let handler = Arc::new(handler);
+        let recorder = origin.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let recorder = recorder.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let recorder = recorder.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method.to_string(),
+                                target: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or("/".into(), |p| p.to_string()),
+                                headers: parts.headers,
+                                body,
+                            };
+                            recorder.record(seen.clone());
+                            let reply = handler(seen).await;
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            let mut response = Response::new(Full::new(reply.body));
+                            *response.status_mut() =
+                                StatusCode::from_u16(reply.status).expect("valid status");
+                            for (name, value) in reply.headers {
+                                response.headers_mut().append(
+                                    http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                                    http::HeaderValue::from_str(&value).expect("value"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    /// An origin that answers every request with the same reply.
+    pub async fn fixed(reply: Reply) -> Origin {
+        Origin::start(move |_| {
+            let reply = reply.clone();
+            async move { reply }
+        })
+        .await
+    }
+
+    /// A raw-TCP origin: reads each request head (and a Content-Length
+    /// body), then plays the script `handler` returns for it.
+    pub async fn raw<F>(handler: F) -> Origin
+    where
+        F: Fn(&Seen) -> Vec<Step> + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let origin = Origin {
+            addr: listener.local_addr().expect("origin addr"),
+            count: Arc::default(),
+            seen: Arc::default(),
+        };
+        let handler = Arc::new(handler);
+        let recorder = origin.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let recorder = recorder.clone();
+                tokio::spawn(async move { raw_connection(stream, handler, recorder).await });
+            }
+        });
+        origin
+    }
+
+    /// An address where nothing listens: connections are refused.
+    pub async fn refusing() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        addr
+    }
+
+    fn record(&self, seen: Seen) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().expect("seen lock").push(seen);
+    }
+
+    /// How many requests reached the origin.
+    pub fn requests(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Every request the origin saw, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+}
+
+async fn raw_connection<F>(mut stream: TcpStream, handler: Arc<F>, recorder: Origin)
+where
+    F: Fn(&Seen) -> Vec<Step> + Send + Sync + 'static,
+{
+    let mut buffer = Vec::new();
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(pos) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+        buffer.drain(..head_end);
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("");
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let mut headers = HeaderMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            if let Some((name, value)) = line.split_once(':') {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.trim().as_bytes()),
+                    http::HeaderValue::from_str(value.trim()),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = Bytes::from(buffer.drain(..length).collect::<Vec<u8>>());
+        let seen = Seen {
+            method,
+            target,
+            headers,
+            body,
+        };
+        recorder.record(seen.clone());
+        for step in handler(&seen) {
+            match step {
+                Step::Write(bytes) => {
+                    if stream.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Step::WriteFill { total, piece } => {
+                    let block = vec![b'x'; piece];
+                    let mut left = total;
+                    while left > 0 {
+                        let n = left.min(piece);
+                        if stream.write_all(&block[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                }
+                Step::Sleep(d) => tokio::time::sleep(d).await,
+                Step::Close => return,
+                Step::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Starting Shellac for a test: in-process from a TOML string
+//! ([`Shellac::start`]), or as the real binary ([`ShellacProcess::spawn`])
+//! when the test needs its logs, its exit code or its memory use.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Shellac running inside the test process.
+pub struct Shellac {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Shellac {
+    /// Starts Shellac with `toml` (its `[server] listen` is replaced by port 0).
+    pub async fn start(toml: &str) -> Shellac {
+        let mut config = shellac::Config::parse(Path::new("test.toml"), toml)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+        let listeners = shellac::bind(&config).await.expect("bind shellac");
+        let addr = shellac::local_addrs(&listeners)[0];
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(shellac::run(config, listeners, async move {
+            let _ = rx.await;
+        }));
+        Shellac {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting, drains, and re-raises any panic from Shellac's task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Shellac {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The `shellac` binary, run on a config file written for the test.
+pub struct ShellacProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ShellacProcess {
+    /// Writes `toml` (which should listen on `127.0.0.1:0`) and starts the
+    /// binary on it; waits for the "listening" log line.
+    pub fn spawn(toml: &str) -> ShellacProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shellac.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shellac"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shellac");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("shellac listening") {
+                    if let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                    {
+                        let _ = addr_tx.send(addr);
+                    }
+                }
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "shellac did not start; log:\n{}",
+                    log.lock().expect("log lock")
+                );
+            }
+        };
+        ShellacProcess {
+            addr,
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until the log contains `needle` (or `within` passes).
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for ShellacProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
