@@ -8,6 +8,7 @@
 //! ```
 
 mod context;
+mod fetch;
 pub mod headers;
 pub mod route;
 
@@ -120,14 +121,8 @@ impl Proxy {
         let request_headers =
             (method == Method::GET && mode != RequestMode::Pass).then(|| parts.headers.clone());
         prepare_backend_request(&mut parts, ctx.client, host.as_deref());
-        let backend_req = Request::from_parts(parts, body.into());
-        let backend = match pool.pick() {
-            Ok(backend) => backend,
-            Err(error) => return self.fetch_failed(ctx, error),
-        };
-        ctx.backend = Some(backend.name().clone());
         let request_time = SystemTime::now();
-        let response = match backend.client.send(backend_req).await {
+        let response = match fetch::fetch(pool, parts, body.into(), ctx).await {
             Ok(response) => response,
             Err(error) => return self.fetch_failed(ctx, error),
         };
