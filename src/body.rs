@@ -191,8 +191,18 @@ impl http_body::Body for TimedBody {
 
 // === impl CaptureBody ===
 
-/// Called once with the whole body when a captured body ended cleanly.
-pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+/// What a capture ended with.
+pub enum Captured {
+    /// The whole body, which ended cleanly.
+    Complete(Bytes),
+    /// More than `max_size` bytes arrived; nothing is kept.
+    TooLarge,
+}
+
+/// Called once when a captured body ended cleanly or grew too large; never
+/// called when the body failed or was dropped half-way (nothing truncated is
+/// stored).
+pub type OnComplete = Box<dyn FnOnce(Captured) + Send>;
 
 /// Streams a backend body to the client and keeps the pieces; when the body
 /// ends cleanly and stayed within `max_size`, hands the whole body to
@@ -228,7 +238,10 @@ impl CaptureBody {
                 if let (Some(data), Some(_)) = (frame.data_ref(), &self.on_complete) {
                     self.size += data.len() as u64;
                     if self.size > self.max_size {
-                        self.give_up();
+                        if let Some(on_complete) = self.on_complete.take() {
+                            on_complete(Captured::TooLarge);
+                        }
+                        self.pieces = Vec::new();
                     } else {
                         self.pieces.push(data.clone());
                     }
@@ -249,7 +262,10 @@ impl CaptureBody {
 
     fn complete(&mut self) {
         if let Some(on_complete) = self.on_complete.take() {
-            on_complete(concat(std::mem::take(&mut self.pieces), self.size));
+            on_complete(Captured::Complete(concat(
+                std::mem::take(&mut self.pieces),
+                self.size,
+            )));
         }
     }
 

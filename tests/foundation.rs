@@ -151,7 +151,9 @@ async fn default_ttl_applies_without_freshness_and_zero_disables_it() {
 #[tokio::test]
 async fn max_age_one_expires() {
     let origin = Origin::fixed(Reply::ok("short").header("cache-control", "max-age=1")).await;
-    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    // Without grace, an expired object is a miss (with grace it would be
+    // served stale while refreshed: tests/cache.rs).
+    let shellac = Shellac::start(&config(origin.addr, "[cache]\ndefault_grace = \"0s\"\n")).await;
     get(shellac.addr, "/s").await;
     assert_eq!(get(shellac.addr, "/s").await.header("x-cache"), Some("HIT"));
     tokio::time::sleep(Duration::from_millis(1100)).await;

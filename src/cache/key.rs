@@ -27,6 +27,23 @@ impl CacheKey {
         CacheKey(Arc::from(text))
     }
 
+    /// The key of one variant of this (primary) key: the `Vary` spec's
+    /// generation and the normalized request values, NUL-separated (a NUL
+    /// cannot occur in a header value, so values cannot run into each other).
+    pub fn variant(&self, generation: u64, values: &[String]) -> CacheKey {
+        let mut text = String::with_capacity(
+            self.0.len() + 24 + values.iter().map(|v| v.len() + 1).sum::<usize>(),
+        );
+        text.push_str(&self.0);
+        text.push('\0');
+        text.push_str(&generation.to_string());
+        for value in values {
+            text.push('\0');
+            text.push_str(value);
+        }
+        CacheKey(Arc::from(text))
+    }
+
     /// The key as text, e.g. `http://example.com/a?b`.
     pub fn as_str(&self) -> &str {
         &self.0

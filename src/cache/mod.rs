@@ -1,14 +1,182 @@
-//! The cache: keys, the RFC 9111 policy, stored objects and the store.
+//! The cache: keys, the RFC 9111 policy, stored objects, the store and the
+//! waiting list.
 //!
-//! `policy` decides (pure functions), `store` keeps (moka), `key` and
-//! `object` are the data in between. Only `proxy` combines them with
-//! backend fetches.
+//! `policy` decides (pure functions), `store` keeps (moka), `coalesce`
+//! makes concurrent misses share one fetch; [`Cache`] ties keys, `Vary`
+//! variants and hit-for-miss markers to the store. Only `proxy` combines
+//! the cache with backend fetches.
 
+pub mod coalesce;
 pub mod key;
 pub mod object;
 pub mod policy;
 pub mod store;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName};
+
+pub use coalesce::Coalescer;
 pub use key::CacheKey;
 pub use object::CachedObject;
-pub use store::{MemoryStore, ObjectStore};
+pub use store::{Entry, MemoryStore, ObjectStore, VarySpec};
+
+/// What a lookup found.
+pub enum Found {
+    /// An object for this request (its `Vary` values match).
+    Object(Arc<CachedObject>),
+    /// The key is marked hit-for-miss: fetch without queueing.
+    HitForMiss,
+    /// Nothing usable.
+    Miss,
+}
+
+/// The cache as the proxy sees it.
+pub struct Cache {
+    store: Arc<dyn ObjectStore>,
+    /// The waiting list for misses.
+    pub coalescer: Arc<Coalescer>,
+    generation: AtomicU64,
+}
+
+impl Cache {
+    /// A cache over `store`.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Cache {
+        Cache {
+            store,
+            coalescer: Arc::default(),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The underlying store (for metrics).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object stored for `key` that matches the request's `Vary` values.
+    pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Found {
+        match self.store.get(key) {
+            None => Found::Miss,
+            Some(Entry::Object(object)) => Found::Object(object),
+            Some(Entry::HitForMiss { until }) if until > Instant::now() => Found::HitForMiss,
+            Some(Entry::HitForMiss { .. }) => Found::Miss,
+            Some(Entry::Vary(spec)) => {
+                let variant = key.variant(spec.generation, &vary_values(&spec.names, request));
+                match self.store.get(&variant) {
+                    Some(Entry::Object(object)) => Found::Object(object),
+                    _ => Found::Miss,
+                }
+            }
+        }
+    }
+
+    /// Stores `object` for the request whose headers are `request`; with
+    /// `Vary`, as one variant beside its siblings.
+    pub fn insert(&self, key: &CacheKey, request: &HeaderMap, object: Arc<CachedObject>) {
+        let names = vary_names(&object.headers);
+        if names.is_empty() {
+            self.store.insert(key.clone(), Entry::Object(object));
+            return;
+        }
+        // Reuse the spec when the names did not change, so siblings stay reachable.
+        let spec = match self.store.get(key) {
+            Some(Entry::Vary(spec)) if spec.names == names => spec,
+            _ => {
+                let spec = Arc::new(VarySpec {
+                    names,
+                    generation: self.generation.fetch_add(1, Ordering::Relaxed),
+                });
+                self.store.insert(key.clone(), Entry::Vary(spec.clone()));
+                spec
+            }
+        };
+        let variant = key.variant(spec.generation, &vary_values(&spec.names, request));
+        self.store.insert(variant, Entry::Object(object));
+    }
+
+    /// Marks `key` hit-for-miss for `duration` (nothing when zero). An object
+    /// already stored under it is replaced: its response is no longer cacheable.
+    pub fn mark_hit_for_miss(&self, key: &CacheKey, duration: Duration) {
+        if !duration.is_zero() {
+            self.store.insert(
+                key.clone(),
+                Entry::HitForMiss {
+                    until: Instant::now() + duration,
+                },
+            );
+        }
+    }
+
+    /// Removes everything stored for `key`, every variant included.
+    pub fn invalidate(&self, key: &CacheKey) {
+        // Variants hang off the primary entry; without it they are unreachable
+        // (a new spec gets a new generation) and expire on their own.
+        self.store.remove(key);
+    }
+}
+
+/// The header names a response's `Vary` lists, lower-cased, deduplicated.
+pub fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for value in headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// A request's values for the `Vary` names, normalized so that spelling
+/// differences do not split variants: lines joined with `,`, white space
+/// around commas removed, lower-cased (the usual varied-on headers —
+/// `Accept-Encoding`, `Accept-Language`, `Accept` — compare case-insensitively).
+pub fn vary_values(names: &[HeaderName], request: &HeaderMap) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            let mut joined = String::new();
+            for value in request.get_all(name).iter() {
+                for part in String::from_utf8_lossy(value.as_bytes()).split(',') {
+                    let part = part.trim();
+                    if part.is_empty() {
+                        continue;
+                    }
+                    if !joined.is_empty() {
+                        joined.push(',');
+                    }
+                    joined.push_str(&part.to_ascii_lowercase());
+                }
+            }
+            joined
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn vary_values_are_normalized() {
+        let mut a = HeaderMap::new();
+        a.insert("accept-encoding", HeaderValue::from_static("GZIP,  br"));
+        let mut b = HeaderMap::new();
+        b.append("accept-encoding", HeaderValue::from_static("gzip"));
+        b.append("accept-encoding", HeaderValue::from_static("br"));
+        let names = vec![HeaderName::from_static("accept-encoding")];
+        assert_eq!(vary_values(&names, &a), vary_values(&names, &b));
+        assert_eq!(vary_values(&names, &HeaderMap::new()), vec![String::new()]);
+    }
+}

@@ -1,17 +1,21 @@
-//! A stored response: status, headers, body and the times that decide its
-//! freshness. Objects are immutable and shared (`Arc`); the body is a
-//! `Bytes` handed to every client without copying.
+//! A stored response: status, headers, body and the lifetimes that decide
+//! its freshness. Objects are immutable and shared (`Arc`); the body is a
+//! `Bytes` handed to every client without copying. A revalidation makes a
+//! new object that shares the old body.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, VARY};
+use http::header::{self, HeaderMap, HeaderName};
 use http::StatusCode;
 
+use super::policy::Lifetimes;
+
 /// Bytes counted per object beyond its body, key and headers: the `Arc`,
-/// the struct, moka's entry and its timer-wheel node. Measured in
-/// `docs/caching.md`; the weigher adds it so `capacity` bounds real memory.
-pub const OBJECT_OVERHEAD: usize = 256;
+/// this struct, the `HeaderMap`'s tables and moka's entry with its timer
+/// node. The figure is measured in `docs/caching.md`; the weigher adds it so
+/// that `capacity` bounds real memory.
+pub const OBJECT_OVERHEAD: usize = 512;
 
 /// One cached response.
 #[derive(Debug)]
@@ -22,40 +26,63 @@ pub struct CachedObject {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
-    /// When it was stored (monotonic).
+    /// When it was stored or last revalidated (monotonic).
     pub stored_at: Instant,
     /// The age it had when it arrived (RFC 9111 §4.2.3 `corrected_initial_age`).
     pub initial_age: Duration,
-    /// Freshness lifetime.
-    pub ttl: Duration,
-    /// The request header values `Vary` names, captured when stored.
-    pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Freshness, grace, keep and revalidation rules.
+    pub lifetimes: Lifetimes,
 }
 
 impl CachedObject {
-    /// Builds an object; `request_headers` supply the values `Vary` selects on.
+    /// Builds an object from a response head and its complete body.
     pub fn new(
         status: StatusCode,
         headers: HeaderMap,
         body: Bytes,
         initial_age: Duration,
-        ttl: Duration,
-        request_headers: &HeaderMap,
+        lifetimes: Lifetimes,
     ) -> CachedObject {
-        let vary = vary_names(&headers)
-            .map(|name| {
-                let value = request_headers.get(&name).cloned();
-                (name, value)
-            })
-            .collect();
         CachedObject {
             status,
             headers,
             body,
             stored_at: Instant::now(),
             initial_age,
-            ttl,
-            vary,
+            lifetimes,
+        }
+    }
+
+    /// The object a `304 Not Modified` turns this one into (RFC 9111
+    /// §4.3.4): the stored headers updated with the 304's, the same body,
+    /// new lifetimes, age restarting from the 304's.
+    pub fn revalidated(
+        &self,
+        not_modified: &HeaderMap,
+        initial_age: Duration,
+        lifetimes: Lifetimes,
+    ) -> CachedObject {
+        let mut headers = self.headers.clone();
+        let mut replaced: Vec<&HeaderName> = Vec::new();
+        for (name, value) in not_modified {
+            // The 304 describes the selected representation's metadata, not
+            // its framing: the stored body's length stays.
+            if name == header::CONTENT_LENGTH || name == header::AGE {
+                continue;
+            }
+            if !replaced.contains(&name) {
+                headers.remove(name);
+                replaced.push(name);
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        CachedObject {
+            status: self.status,
+            headers,
+            body: self.body.clone(),
+            stored_at: Instant::now(),
+            initial_age,
+            lifetimes,
         }
     }
 
@@ -64,21 +91,15 @@ impl CachedObject {
         self.initial_age + now.saturating_duration_since(self.stored_at)
     }
 
-    /// Fresh when the lifetime is larger than the age.
-    pub fn is_fresh(&self, now: Instant) -> bool {
-        self.ttl > self.age(now)
-    }
-
-    /// How long the cache should keep the object from now on.
+    /// How long the store should keep the object from now on: the rest of
+    /// its freshness plus grace and keep (or stale-if-error, if longer).
     pub fn time_to_live(&self) -> Duration {
-        self.ttl.saturating_sub(self.initial_age)
+        self.lifetimes.ttl.saturating_sub(self.initial_age) + self.lifetimes.retention()
     }
 
-    /// Whether this variant was stored for a request with these header values.
-    pub fn matches_vary(&self, request_headers: &HeaderMap) -> bool {
-        self.vary
-            .iter()
-            .all(|(name, stored)| request_headers.get(name) == stored.as_ref())
+    /// Whether it can be revalidated with a conditional request.
+    pub fn has_validator(&self) -> bool {
+        self.headers.contains_key(header::ETAG) || self.headers.contains_key(header::LAST_MODIFIED)
     }
 
     /// Bytes this object holds, for the cache's memory bound.
@@ -90,13 +111,4 @@ impl CachedObject {
             .sum();
         self.body.len() + headers + OBJECT_OVERHEAD
     }
-}
-
-fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
-    headers
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
 }

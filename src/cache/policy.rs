@@ -184,10 +184,37 @@ pub fn default_ttl_status(status: StatusCode) -> bool {
     )
 }
 
+/// Statuses RFC 9110 §15.1 calls heuristically cacheable: a response with
+/// one of them may get heuristic freshness from `Last-Modified`.
+pub fn heuristic_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
 /// Error statuses never stored unless `[cache] store_errors = true`: they
 /// are how cache-poisoning denial of service works.
 pub fn is_error_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 400 | 413 | 414 | 431) || status.is_server_error()
+}
+
+/// `Shellac-Cache-Control`: Shellac's own targeted field (RFC 9213).
+pub const SHELLAC_CACHE_CONTROL: &str = "shellac-cache-control";
+/// `CDN-Cache-Control` (RFC 9213).
+pub const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+
+/// The directives Shellac obeys for a response: the most specific targeted
+/// field present (`Shellac-Cache-Control`, then `CDN-Cache-Control`), else
+/// `Cache-Control` (RFC 9213 §2.2: a targeted field, when present, replaces
+/// `Cache-Control` entirely for its target).
+pub fn response_cache_control(headers: &HeaderMap) -> CacheControl {
+    for targeted in [SHELLAC_CACHE_CONTROL, CDN_CACHE_CONTROL] {
+        if headers.contains_key(targeted) {
+            return CacheControl::parse_values(headers.get_all(targeted).iter());
+        }
+    }
+    CacheControl::from_headers(headers)
 }
 
 /// How a request meets the cache.
@@ -213,11 +240,28 @@ pub fn request_mode(method: &Method, headers: &HeaderMap) -> RequestMode {
     RequestMode::Lookup
 }
 
+/// Whether a method invalidates what the cache holds for its target when
+/// the response is not an error (RFC 9111 §4.4).
+pub fn invalidates(method: &Method, status: StatusCode) -> bool {
+    let unsafe_method = matches!(
+        *method,
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    );
+    unsafe_method && (status.is_success() || status.is_redirection())
+}
+
 /// The cache settings the storage decision depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreRules {
-    /// Freshness for responses that give none.
+    /// Freshness for responses that give none and have no `Last-Modified`.
     pub default_ttl: Duration,
+    /// The cap on heuristic freshness (10 % of the `Last-Modified` age).
+    pub heuristic_max: Duration,
+    /// How long a stale object may still be served while it is refreshed.
+    pub default_grace: Duration,
+    /// How long a stale object is kept beyond grace for revalidation and
+    /// stale-if-error.
+    pub default_keep: Duration,
     /// Store error statuses when they claim freshness.
     pub store_errors: bool,
 }
@@ -227,7 +271,9 @@ pub struct StoreRules {
 pub enum NotStored {
     /// Not a GET.
     Method,
-    /// `no-store` in the request or response.
+    /// `no-store` in the request.
+    RequestNoStore,
+    /// `no-store` in the response.
     NoStore,
     /// `private`.
     Private,
@@ -239,31 +285,65 @@ pub enum NotStored {
     ErrorStatus,
     /// A request with credentials and a response that is not explicitly shareable.
     Credentials,
-    /// `no-cache` (revalidation on every use is not supported yet).
-    NoCache,
-    /// No freshness (explicit zero, or no rule gives it any).
+    /// No freshness and nothing to revalidate with.
     NotFresh,
 }
 
 impl NotStored {
-    /// A short name for logs.
+    /// A short name for logs and `Cache-Status` `detail`.
     pub fn as_str(self) -> &'static str {
         match self {
             NotStored::Method => "method",
+            NotStored::RequestNoStore => "request-no-store",
             NotStored::NoStore => "no-store",
             NotStored::Private => "private",
             NotStored::SetCookie => "set-cookie",
             NotStored::VaryStar => "vary-star",
             NotStored::ErrorStatus => "error-status",
             NotStored::Credentials => "credentials",
-            NotStored::NoCache => "no-cache",
             NotStored::NotFresh => "not-fresh",
         }
     }
+
+    /// Whether the response itself (not this request) made it uncacheable,
+    /// so that other requests for the key should not queue for it
+    /// (hit-for-miss).
+    pub fn is_response_decision(self) -> bool {
+        !matches!(
+            self,
+            NotStored::Method | NotStored::RequestNoStore | NotStored::Credentials
+        )
+    }
 }
 
-/// Whether a response to `method` may be stored, and if so its freshness
-/// lifetime (RFC 9111 §3 and §4.2.1).
+/// How long a stored object stays usable, decided when it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Freshness lifetime.
+    pub ttl: Duration,
+    /// After `ttl`: served stale at once while one background fetch refreshes it.
+    pub grace: Duration,
+    /// After grace: kept for revalidation (conditional fetch) and stale-if-error.
+    pub keep: Duration,
+    /// After `ttl`: how long it may replace an error (RFC 5861 `stale-if-error`,
+    /// at least grace + keep).
+    pub stale_if_error: Duration,
+    /// `must-revalidate`, `proxy-revalidate` or `no-cache`: never served
+    /// stale, and `no-cache` means revalidated on every use.
+    pub must_revalidate: bool,
+    /// `no-cache`: every use revalidates with the backend first.
+    pub no_cache: bool,
+}
+
+impl Lifetimes {
+    /// How long the store keeps an object past its freshness.
+    pub fn retention(&self) -> Duration {
+        (self.grace + self.keep).max(self.stale_if_error)
+    }
+}
+
+/// Whether a response to `method` may be stored, and if so for how long
+/// (RFC 9111 §3 and §4.2; RFC 5861; RFC 9213).
 pub fn storable(
     method: &Method,
     mode: RequestMode,
@@ -271,16 +351,19 @@ pub fn storable(
     status: StatusCode,
     response_headers: &HeaderMap,
     rules: StoreRules,
-) -> Result<Duration, NotStored> {
+) -> Result<Lifetimes, NotStored> {
     if method != Method::GET || mode == RequestMode::Pass {
         return Err(NotStored::Method);
     }
     let req_cc = CacheControl::from_headers(request_headers);
-    let cc = CacheControl::from_headers(response_headers);
-    if req_cc.no_store || cc.no_store {
+    let cc = response_cache_control(response_headers);
+    if req_cc.no_store {
+        return Err(NotStored::RequestNoStore);
+    }
+    if cc.no_store {
         return Err(NotStored::NoStore);
     }
-    if cc.private {
+    if cc.private && !has_field_list(response_headers, "private") {
         return Err(NotStored::Private);
     }
     if response_headers.contains_key(header::SET_COOKIE) {
@@ -297,18 +380,89 @@ pub fn storable(
     {
         return Err(NotStored::Credentials);
     }
-    if cc.no_cache {
-        return Err(NotStored::NoCache);
-    }
-    let lifetime = match explicit_lifetime(&cc, response_headers) {
+    let has_validator = response_headers.contains_key(header::ETAG)
+        || response_headers.contains_key(header::LAST_MODIFIED);
+    let ttl = match explicit_lifetime(&cc, response_headers) {
         Some(lifetime) => lifetime,
-        None if default_ttl_status(status) => rules.default_ttl,
-        None => Duration::ZERO,
+        None => match heuristic_lifetime(status, response_headers, rules.heuristic_max) {
+            Some(lifetime) => lifetime,
+            None if default_ttl_status(status) => rules.default_ttl,
+            None => Duration::ZERO,
+        },
     };
-    if lifetime.is_zero() {
+    let no_cache = cc.no_cache && !has_field_list(response_headers, "no-cache");
+    let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || no_cache;
+    let ttl = if no_cache { Duration::ZERO } else { ttl };
+    let (grace, keep) = if no_cache {
+        // Revalidated on every use: kept as long as an object without
+        // freshness information would live, so that there is something to
+        // revalidate.
+        (Duration::ZERO, rules.default_keep.max(rules.default_ttl))
+    } else if must_revalidate {
+        (Duration::ZERO, rules.default_keep)
+    } else if ttl.is_zero() {
+        // Never fresh: grace would serve what was never fresh; only keep
+        // (revalidation) applies.
+        (Duration::ZERO, rules.default_keep)
+    } else {
+        (
+            cc.stale_while_revalidate
+                .map_or(rules.default_grace, Duration::from_secs),
+            rules.default_keep,
+        )
+    };
+    let stale_if_error = if must_revalidate {
+        Duration::ZERO
+    } else {
+        cc.stale_if_error
+            .map_or(Duration::ZERO, Duration::from_secs)
+            .max(grace + keep)
+    };
+    let lifetimes = Lifetimes {
+        ttl,
+        grace,
+        keep,
+        stale_if_error,
+        must_revalidate,
+        no_cache,
+    };
+    // Something stale can still be revalidated, but only with a validator;
+    // without one, an object that is never fresh is never useful.
+    let useful = !ttl.is_zero() || (has_validator && !lifetimes.retention().is_zero());
+    if !useful {
         return Err(NotStored::NotFresh);
     }
-    Ok(lifetime)
+    Ok(lifetimes)
+}
+
+/// Whether `directive` appears with a field list (`private="Set-Cookie"`),
+/// which restricts the directive to those fields (RFC 9111 §5.2.2.4, §5.2.2.7).
+fn has_field_list(headers: &HeaderMap, directive: &str) -> bool {
+    field_list(headers, directive).next().is_some()
+}
+
+/// The fields named by `no-cache="..."` and `private="..."`: a shared cache
+/// stores the response without them.
+pub fn qualified_fields<'a>(headers: &'a HeaderMap) -> impl Iterator<Item = String> + 'a {
+    field_list(headers, "no-cache").chain(field_list(headers, "private"))
+}
+
+fn field_list<'a>(headers: &'a HeaderMap, directive: &'a str) -> impl Iterator<Item = String> + 'a {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(directives)
+        .filter(move |(name, arg)| {
+            name.eq_ignore_ascii_case(directive) && arg.is_some_and(|a| !a.is_empty())
+        })
+        .flat_map(|(_, arg)| {
+            arg.unwrap_or("")
+                .split(',')
+                .map(|f| f.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| !f.is_empty())
 }
 
 /// The freshness lifetime the response states itself: `s-maxage`, then
@@ -329,6 +483,25 @@ pub fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap) -> Option<Durat
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
+/// Heuristic freshness (RFC 9111 §4.2.2): 10 % of the time since
+/// `Last-Modified`, capped at `max`, for heuristically cacheable statuses only.
+pub fn heuristic_lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    max: Duration,
+) -> Option<Duration> {
+    if !heuristic_status(status) {
+        return None;
+    }
+    let modified = headers.get(header::LAST_MODIFIED).and_then(http_date)?;
+    let date = headers
+        .get(header::DATE)
+        .and_then(http_date)
+        .unwrap_or_else(SystemTime::now);
+    let since = date.duration_since(modified).unwrap_or(Duration::ZERO);
+    Some((since / 10).min(max))
+}
+
 fn vary_star(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::VARY)
@@ -336,6 +509,92 @@ fn vary_star(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|name| name.trim() == "*")
+}
+
+/// What a stored object can do for a request, by its age (RFC 9111 §4.2,
+/// §5.2.1; RFC 5861).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usability {
+    /// Fresh enough for this request: a hit.
+    Fresh,
+    /// Stale but the request accepts it (`max-stale`): a hit, no refresh needed.
+    StaleAccepted,
+    /// Stale within grace: serve it now and refresh it in the background.
+    Grace,
+    /// Must be fetched (conditionally, when it has a validator) before use.
+    Revalidate,
+}
+
+/// Decides what a stored object of `age` with `lifetimes` can do for a
+/// request with directives `req`.
+pub fn usability(lifetimes: &Lifetimes, age: Duration, req: &CacheControl) -> Usability {
+    if lifetimes.no_cache || req.no_cache {
+        return Usability::Revalidate;
+    }
+    let ttl = lifetimes.ttl;
+    let fresh = ttl > age;
+    // The client's own limits: `max-age` (not older than) and `min-fresh`
+    // (fresh for at least this much longer). They forbid stale answers too.
+    let client_ok = req
+        .max_age
+        .is_none_or(|max| age <= Duration::from_secs(max))
+        && req
+            .min_fresh
+            .is_none_or(|min| ttl.saturating_sub(age) >= Duration::from_secs(min));
+    if fresh && client_ok {
+        return Usability::Fresh;
+    }
+    if lifetimes.must_revalidate || !client_ok {
+        return Usability::Revalidate;
+    }
+    let staleness = age - ttl;
+    match req.max_stale {
+        Some(None) => Usability::StaleAccepted,
+        Some(Some(max)) if staleness <= Duration::from_secs(max) => Usability::StaleAccepted,
+        _ if staleness < lifetimes.grace => Usability::Grace,
+        _ => Usability::Revalidate,
+    }
+}
+
+/// Whether a stale object of `age` may replace a failed fetch (RFC 5861 §4).
+pub fn usable_on_error(lifetimes: &Lifetimes, age: Duration) -> bool {
+    !lifetimes.must_revalidate && age.saturating_sub(lifetimes.ttl) < lifetimes.stale_if_error
+}
+
+/// Whether a client's conditional request is satisfied by a stored
+/// response, so that a 304 is the answer (RFC 9110 §13.1.1, §13.1.3, §13.2.2):
+/// `If-None-Match` by weak comparison; `If-Modified-Since` only without it.
+pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if let Some(inm) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        return inm.trim() == "*"
+            || inm
+                .split(',')
+                .any(|candidate| weak_eq(candidate.trim(), etag.trim()));
+    }
+    let (Some(since), Some(modified)) = (
+        request.get(header::IF_MODIFIED_SINCE).and_then(http_date),
+        stored.get(header::LAST_MODIFIED).and_then(http_date),
+    ) else {
+        return false;
+    };
+    modified <= since
+}
+
+/// Weak entity-tag comparison: equal opaque tags, `W/` ignored.
+pub fn weak_eq(a: &str, b: &str) -> bool {
+    let opaque = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_string();
+    opaque(a) == opaque(b) && a.ends_with('"') && b.ends_with('"')
+}
+
+/// Strong entity-tag comparison: both strong and equal.
+pub fn strong_eq(a: &str, b: &str) -> bool {
+    !a.starts_with("W/") && !b.starts_with("W/") && a == b && a.ends_with('"')
 }
 
 /// Parses an HTTP-date (RFC 9110 §5.6.7), any of the three forms.
@@ -422,10 +681,17 @@ mod tests {
 
     const RULES: StoreRules = StoreRules {
         default_ttl: Duration::from_secs(120),
+        heuristic_max: Duration::from_secs(3600),
+        default_grace: Duration::from_secs(10),
+        default_keep: Duration::ZERO,
         store_errors: false,
     };
 
     fn decide(status: u16, resp: &[(&'static str, &str)]) -> Result<Duration, NotStored> {
+        lifetimes(status, resp).map(|l| l.ttl)
+    }
+
+    fn lifetimes(status: u16, resp: &[(&'static str, &str)]) -> Result<Lifetimes, NotStored> {
         storable(
             &Method::GET,
             RequestMode::Lookup,
@@ -505,6 +771,157 @@ mod tests {
             Err(NotStored::Credentials)
         );
         assert!(storable(&Method::GET, mode, &req, status, &public, RULES).is_ok());
+    }
+
+    #[test]
+    fn heuristic_freshness_from_last_modified() {
+        let lm = [
+            ("date", "Mon, 23 Nov 2026 10:00:00 GMT"),
+            ("last-modified", "Mon, 23 Nov 2026 09:00:00 GMT"),
+        ];
+        // 10 % of one hour, which beats default_ttl.
+        assert_eq!(decide(200, &lm), Ok(Duration::from_secs(360)));
+        // Capped.
+        let old = [
+            ("date", "Mon, 23 Nov 2026 10:00:00 GMT"),
+            ("last-modified", "Mon, 02 Nov 2026 10:00:00 GMT"),
+        ];
+        assert_eq!(decide(200, &old), Ok(Duration::from_secs(3600)));
+        // Only for heuristically cacheable statuses; 405 is one, 302 is not.
+        assert_eq!(decide(405, &lm), Ok(Duration::from_secs(360)));
+        assert_eq!(decide(302, &lm), Err(NotStored::NotFresh));
+    }
+
+    #[test]
+    fn targeted_fields_win_over_cache_control() {
+        let h = headers(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=30"),
+        ]);
+        assert_eq!(response_cache_control(&h).max_age, Some(30));
+        let h = headers(&[
+            ("cache-control", "max-age=5"),
+            ("cdn-cache-control", "max-age=30"),
+            ("shellac-cache-control", "max-age=60"),
+        ]);
+        assert_eq!(response_cache_control(&h).max_age, Some(60));
+        assert_eq!(
+            decide(
+                200,
+                &[
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "no-store")
+                ]
+            ),
+            Err(NotStored::NoStore)
+        );
+    }
+
+    #[test]
+    fn grace_keep_and_revalidation_rules() {
+        let l = lifetimes(
+            200,
+            &[(
+                "cache-control",
+                "max-age=60, stale-while-revalidate=30, stale-if-error=600",
+            )],
+        )
+        .expect("stored");
+        assert_eq!(
+            (l.grace, l.stale_if_error),
+            (Duration::from_secs(30), Duration::from_secs(600))
+        );
+        let l =
+            lifetimes(200, &[("cache-control", "max-age=60, must-revalidate")]).expect("stored");
+        assert!(l.must_revalidate);
+        assert_eq!(l.grace, Duration::ZERO);
+        let l = lifetimes(200, &[("cache-control", "no-cache"), ("etag", "\"a\"")])
+            .expect("stored for revalidation");
+        assert!(l.no_cache);
+        assert_eq!(
+            decide(200, &[("cache-control", "no-cache")]),
+            Err(NotStored::NotFresh)
+        );
+        assert_eq!(
+            decide(200, &[("cache-control", "max-age=0")]),
+            Err(NotStored::NotFresh)
+        );
+        // Never fresh and no keep: nothing to serve, nothing worth revalidating.
+        assert_eq!(
+            decide(200, &[("cache-control", "max-age=0"), ("etag", "\"a\"")]),
+            Err(NotStored::NotFresh)
+        );
+    }
+
+    #[test]
+    fn usability_by_age_and_request_directives() {
+        let l = lifetimes(200, &[("cache-control", "max-age=60")]).expect("stored");
+        let none = CacheControl::default();
+        let s = Duration::from_secs;
+        assert_eq!(usability(&l, s(10), &none), Usability::Fresh);
+        assert_eq!(usability(&l, s(65), &none), Usability::Grace);
+        assert_eq!(usability(&l, s(75), &none), Usability::Revalidate);
+        assert_eq!(
+            usability(&l, s(10), &CacheControl::parse("max-age=5")),
+            Usability::Revalidate
+        );
+        assert_eq!(
+            usability(&l, s(10), &CacheControl::parse("no-cache")),
+            Usability::Revalidate
+        );
+        assert_eq!(
+            usability(&l, s(55), &CacheControl::parse("min-fresh=10")),
+            Usability::Revalidate
+        );
+        assert_eq!(
+            usability(&l, s(90), &CacheControl::parse("max-stale=60")),
+            Usability::StaleAccepted
+        );
+        assert_eq!(
+            usability(&l, s(90), &CacheControl::parse("max-stale")),
+            Usability::StaleAccepted
+        );
+        assert!(usable_on_error(&l, s(65)));
+        assert!(!usable_on_error(&l, s(75)));
+    }
+
+    #[test]
+    fn conditional_requests() {
+        let stored = headers(&[
+            ("etag", "W/\"v1\""),
+            ("last-modified", "Mon, 23 Nov 2026 09:00:00 GMT"),
+        ]);
+        assert!(not_modified(
+            &headers(&[("if-none-match", "\"v1\"")]),
+            &stored
+        ));
+        assert!(not_modified(
+            &headers(&[("if-none-match", "\"x\", W/\"v1\"")]),
+            &stored
+        ));
+        assert!(not_modified(&headers(&[("if-none-match", "*")]), &stored));
+        assert!(!not_modified(
+            &headers(&[("if-none-match", "\"v2\"")]),
+            &stored
+        ));
+        assert!(not_modified(
+            &headers(&[("if-modified-since", "Mon, 23 Nov 2026 09:00:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", "Mon, 23 Nov 2026 08:00:00 GMT")]),
+            &stored
+        ));
+        // If-None-Match wins over If-Modified-Since.
+        assert!(!not_modified(
+            &headers(&[
+                ("if-none-match", "\"v2\""),
+                ("if-modified-since", "Mon, 23 Nov 2026 09:00:00 GMT")
+            ]),
+            &stored
+        ));
+        assert!(strong_eq("\"a\"", "\"a\""));
+        assert!(!strong_eq("W/\"a\"", "W/\"a\""));
     }
 
     #[test]

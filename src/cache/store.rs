@@ -1,60 +1,114 @@
-//! Where objects live. [`ObjectStore`] is the small interface the proxy
-//! talks to, so a second tier (Redis/Valkey, shared by several nodes) can
-//! sit behind it later; [`MemoryStore`] is the in-memory tier on moka.
+//! Where entries live. [`ObjectStore`] is the small interface the cache
+//! talks to, so that a second tier (Redis/Valkey, shared by several nodes)
+//! can sit behind it later; [`MemoryStore`] is the in-memory tier on moka.
 //!
 //! moka bounds the store by bytes (a weigher over body, headers, key and a
-//! fixed per-object overhead) and evicts with TinyLFU; each entry expires at
-//! its own time (moka's per-entry `Expiry`). Lookups take no global lock.
+//! fixed per-entry overhead) and evicts with TinyLFU; each entry expires at
+//! its own time (moka's per-entry `Expiry`): an object after freshness +
+//! grace + keep, a hit-for-miss marker after `hit_for_miss`. Lookups take no
+//! global lock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::HeaderName;
 use moka::sync::Cache;
 use moka::Expiry;
 
 use super::key::CacheKey;
 use super::object::CachedObject;
 
-/// What the proxy needs from a cache tier.
+/// What the store holds under a key.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    /// A response.
+    Object(Arc<CachedObject>),
+    /// The primary key of a response with `Vary`: the header names that
+    /// select the variant, and the generation that variant keys carry (a
+    /// new generation makes every older variant unreachable at once).
+    Vary(Arc<VarySpec>),
+    /// The last response for this key was uncacheable: requests go to the
+    /// backend in parallel instead of queueing, until `until`.
+    HitForMiss {
+        /// When the marker stops applying.
+        until: Instant,
+    },
+}
+
+/// The `Vary` header names of a primary key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VarySpec {
+    /// Lower-case header names, in the response's order.
+    pub names: Vec<HeaderName>,
+    /// Part of every variant key stored under this spec.
+    pub generation: u64,
+}
+
+impl Entry {
+    fn time_to_live(&self) -> Duration {
+        match self {
+            Entry::Object(object) => object.time_to_live(),
+            // A marker outlives any one variant: variants expire on their own.
+            Entry::Vary(_) => Duration::from_secs(365 * 24 * 3600),
+            Entry::HitForMiss { until } => until.saturating_duration_since(Instant::now()),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Entry::Object(object) => object.weight(),
+            Entry::Vary(spec) => {
+                64 + spec
+                    .names
+                    .iter()
+                    .map(|n| n.as_str().len() + 24)
+                    .sum::<usize>()
+            }
+            Entry::HitForMiss { .. } => 64,
+        }
+    }
+}
+
+/// What the cache needs from a storage tier.
 pub trait ObjectStore: Send + Sync {
-    /// The object stored under `key`, fresh or not.
-    fn get(&self, key: &CacheKey) -> Option<Arc<CachedObject>>;
-    /// Stores (or replaces) the object under `key`.
-    fn insert(&self, key: CacheKey, object: Arc<CachedObject>);
-    /// Removes the object under `key`.
+    /// The entry stored under `key`.
+    fn get(&self, key: &CacheKey) -> Option<Entry>;
+    /// Stores (or replaces) the entry under `key`.
+    fn insert(&self, key: CacheKey, entry: Entry);
+    /// Removes the entry under `key`.
     fn remove(&self, key: &CacheKey);
-    /// Objects held now (approximate while moka catches up).
-    fn object_count(&self) -> u64;
+    /// Entries held now (approximate while moka catches up).
+    fn entry_count(&self) -> u64;
     /// Bytes held now by the weigher's measure.
     fn bytes(&self) -> u64;
 }
 
 /// The in-memory tier.
 pub struct MemoryStore {
-    cache: Cache<CacheKey, Arc<CachedObject>>,
+    cache: Cache<CacheKey, Entry>,
 }
 
-/// Each entry lives for its remaining freshness.
-struct ObjectExpiry;
+/// Each entry lives for its own time.
+struct EntryExpiry;
 
-impl Expiry<CacheKey, Arc<CachedObject>> for ObjectExpiry {
+impl Expiry<CacheKey, Entry> for EntryExpiry {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
-        object: &Arc<CachedObject>,
+        entry: &Entry,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(object.time_to_live())
+        Some(entry.time_to_live())
     }
 
     fn expire_after_update(
         &self,
         _key: &CacheKey,
-        object: &Arc<CachedObject>,
+        entry: &Entry,
         _now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(object.time_to_live())
+        Some(entry.time_to_live())
     }
 }
 
@@ -63,29 +117,34 @@ impl MemoryStore {
     pub fn new(capacity: u64) -> MemoryStore {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            .weigher(|key: &CacheKey, object: &Arc<CachedObject>| {
-                u32::try_from(key.weight() + object.weight()).unwrap_or(u32::MAX)
+            .weigher(|key: &CacheKey, entry: &Entry| {
+                u32::try_from(key.weight() + entry.weight()).unwrap_or(u32::MAX)
             })
-            .expire_after(ObjectExpiry)
+            .expire_after(EntryExpiry)
             .build();
         MemoryStore { cache }
+    }
+
+    /// Runs moka's pending maintenance (tests and metrics want exact counts).
+    pub fn sync(&self) {
+        self.cache.run_pending_tasks();
     }
 }
 
 impl ObjectStore for MemoryStore {
-    fn get(&self, key: &CacheKey) -> Option<Arc<CachedObject>> {
+    fn get(&self, key: &CacheKey) -> Option<Entry> {
         self.cache.get(key)
     }
 
-    fn insert(&self, key: CacheKey, object: Arc<CachedObject>) {
-        self.cache.insert(key, object);
+    fn insert(&self, key: CacheKey, entry: Entry) {
+        self.cache.insert(key, entry);
     }
 
     fn remove(&self, key: &CacheKey) {
         self.cache.invalidate(key);
     }
 
-    fn object_count(&self) -> u64 {
+    fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
 

@@ -36,6 +36,23 @@ pub const MAX_OBJECT_SIZE: u64 = 32 * 1024 * 1024;
 /// never stored unless this is true.
 pub const STORE_ERRORS: bool = false;
 
+/// `[cache] default_grace` (Varnish `default_grace`, 10 s): how long a stale
+/// object is still served at once while one background fetch refreshes it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// `[cache] default_keep` (Varnish `default_keep`, 0 s): how long a stale
+/// object is kept past grace, for revalidation and stale-if-error.
+pub const DEFAULT_KEEP: Duration = Duration::ZERO;
+/// `[cache] hit_for_miss` (Varnish's hit-for-miss objects, 120 s by builtin
+/// VCL): how long a key whose response was uncacheable skips the waiting list.
+pub const HIT_FOR_MISS: Duration = Duration::from_secs(120);
+/// `[cache] heuristic_max`: the cap on heuristic freshness (10 % of the
+/// `Last-Modified` age). Equal to Varnish's `default_ttl` so that heuristic
+/// objects never live longer than Varnish would keep them.
+pub const HEURISTIC_MAX: Duration = Duration::from_secs(120);
+/// `[cache] strip_targeted`: remove `CDN-Cache-Control` and
+/// `Shellac-Cache-Control` from responses to clients.
+pub const STRIP_TARGETED: bool = false;
+
 /// `[defaults] connect_timeout` (Varnish, 3.5 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3500);
 /// `[defaults] first_byte_timeout` (Varnish, 60 s): request sent → response head.

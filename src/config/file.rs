@@ -48,6 +48,11 @@ pub(super) struct RawCache {
     pub(super) default_ttl: Option<ConfigDuration>,
     pub(super) max_object_size: Option<ByteSize>,
     pub(super) store_errors: Option<bool>,
+    pub(super) default_grace: Option<ConfigDuration>,
+    pub(super) default_keep: Option<ConfigDuration>,
+    pub(super) hit_for_miss: Option<ConfigDuration>,
+    pub(super) heuristic_max: Option<ConfigDuration>,
+    pub(super) strip_targeted: Option<bool>,
 }
 
 /// The settings `[defaults]` sets for every backend and each `[[backend]]`

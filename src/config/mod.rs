@@ -81,6 +81,16 @@ pub struct CacheConfig {
     /// Store error responses (400, 413, 414, 431, 5xx) when they say they
     /// are cacheable.
     pub store_errors: bool,
+    /// Stale objects are served at once for this long while refreshed.
+    pub default_grace: Duration,
+    /// Stale objects are kept this long past grace for revalidation.
+    pub default_keep: Duration,
+    /// A key whose response was uncacheable bypasses the waiting list this long.
+    pub hit_for_miss: Duration,
+    /// The cap on heuristic freshness.
+    pub heuristic_max: Duration,
+    /// Remove targeted cache-control fields from responses to clients.
+    pub strip_targeted: bool,
 }
 
 /// One `[[backend]]` with `[defaults]` applied.
@@ -281,6 +291,11 @@ fn build_cache(raw: &RawConfig, loc: &Locator<'_>) -> Result<CacheConfig, Config
         default_ttl: c.default_ttl.map_or(defaults::DEFAULT_TTL, |d| d.0),
         max_object_size: c.max_object_size.map_or(defaults::MAX_OBJECT_SIZE, |s| s.0),
         store_errors: c.store_errors.unwrap_or(defaults::STORE_ERRORS),
+        default_grace: c.default_grace.map_or(defaults::DEFAULT_GRACE, |d| d.0),
+        default_keep: c.default_keep.map_or(defaults::DEFAULT_KEEP, |d| d.0),
+        hit_for_miss: c.hit_for_miss.map_or(defaults::HIT_FOR_MISS, |d| d.0),
+        heuristic_max: c.heuristic_max.map_or(defaults::HEURISTIC_MAX, |d| d.0),
+        strip_targeted: c.strip_targeted.unwrap_or(defaults::STRIP_TARGETED),
     })
 }
 

@@ -13,6 +13,8 @@ use http::{Method, StatusCode};
 pub enum Outcome {
     /// Served from a fresh cached object.
     Hit,
+    /// Served from a stale object (grace, `max-stale`, stale-if-error).
+    HitStale,
     /// Looked up, not found usable, fetched.
     Miss,
     /// Not looked up (unsafe method, credentials), fetched.
@@ -26,6 +28,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
+            Outcome::HitStale => "hit_stale",
             Outcome::Miss => "miss",
             Outcome::Pass => "pass",
             Outcome::Synth => "synth",
@@ -51,6 +54,8 @@ pub struct RequestCtx {
     pub error: Option<&'static str>,
     /// Why a fetched response was not stored.
     pub not_stored: Option<&'static str>,
+    /// It waited for another request's fetch of the same key.
+    pub collapsed: bool,
 }
 
 impl RequestCtx {
@@ -65,6 +70,7 @@ impl RequestCtx {
             backend: None,
             error: None,
             not_stored: None,
+            collapsed: false,
         }
     }
 

@@ -3,13 +3,19 @@
 //! uses both the cache and the backends.
 //!
 //! ```text
-//! limits → route → cache lookup (hit: answer) → backend fetch
-//!        → store while streaming (if storable) → headers → single exit (log)
+//! limits → route → cache lookup ─ fresh ──────────────► deliver (304 / 206 / 200)
+//!                               ├ stale in grace ─────► deliver + one background refresh
+//!                               └ miss / revalidate ──► waiting list ─ writer ─► fetch
+//!                                                                     └ waiter ─► look up again
+//! fetch → 304: refresh the stored object │ storable: store while streaming │ else hit-for-miss
+//!       → failed: stale-if-error, else the synthetic 503
+//! single exit: one log line from RequestCtx
 //! ```
 
 mod context;
 mod fetch;
 pub mod headers;
+pub mod range;
 pub mod route;
 
 use std::net::SocketAddr;
@@ -18,18 +24,27 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 
 pub use context::{Outcome, RequestCtx};
 
 use crate::backend::{Backends, FetchError};
-use crate::body::{Body, CaptureBody};
-use crate::cache::policy::{self, RequestMode, StoreRules};
-use crate::cache::{CacheKey, CachedObject, ObjectStore};
+use crate::body::{Body, CaptureBody, Captured};
+use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
+use crate::cache::policy::{self, CacheControl, RequestMode, StoreRules, Usability};
+use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
 use crate::config::Config;
 use crate::limits;
 use crate::synth::Synthetic;
+use range::RangeAnswer;
+
+/// How many times a waiter looks up again after its writer stored or went
+/// away before it fetches on its own (a bound, not a tuning knob: one
+/// look-up normally suffices).
+const MAX_COLLAPSE_ROUNDS: usize = 3;
 
 /// Lower-cases a host and drops its port, for route hosts in the configuration.
 pub fn normalize_host(host: &str) -> String {
@@ -39,43 +54,56 @@ pub fn normalize_host(host: &str) -> String {
 /// Everything a request needs: configuration, cache and backends.
 pub struct Proxy {
     config: Arc<Config>,
-    store: Arc<dyn ObjectStore>,
-    backends: Backends,
+    cache: Arc<Cache>,
+    backends: Arc<Backends>,
     next_xid: AtomicU64,
 }
 
+/// The facts about the client's request that later phases need.
+struct Exchange {
+    key: CacheKey,
+    mode: RequestMode,
+    pool: usize,
+    host: Option<String>,
+    /// Directives of the client's `Cache-Control`.
+    cc: CacheControl,
+}
+
 impl Proxy {
-    /// A proxy for `config` with an empty cache.
+    /// A proxy for `config` over `store`.
     pub fn new(config: Arc<Config>, store: Arc<dyn ObjectStore>) -> Proxy {
-        let backends = Backends::new(&config);
+        let backends = Arc::new(Backends::new(&config));
         Proxy {
             config,
-            store,
+            cache: Arc::new(Cache::new(store)),
             backends,
             next_xid: AtomicU64::new(1),
         }
     }
 
-    /// The cache this proxy stores into.
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
+    /// The cache (for tests and metrics).
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
     }
 
     /// Handles one client request, start to finish.
-    pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<Body>
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, client: SocketAddr) -> Response<Body>
     where
         B: Into<Body>,
     {
-        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
-        let mut ctx = RequestCtx::new(xid, client, req.method().clone());
+        let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
         let uri = req.uri().clone();
         let response = self.process(req, &mut ctx).await;
         ctx.finish(&uri, response.status());
         response
     }
 
+    fn xid(&self) -> u64 {
+        self.next_xid.fetch_add(1, Ordering::Relaxed)
+    }
+
     async fn process<B: Into<Body>>(
-        &self,
+        self: &Arc<Self>,
         req: Request<B>,
         ctx: &mut RequestCtx,
     ) -> Response<Body> {
@@ -86,86 +114,261 @@ impl Proxy {
 
         // 2. Route.
         let host = request_host(&req).map(str::to_string);
-        let path = req.uri().path();
-        let Some(route) = route::select(&self.config.routes, host.as_deref(), path) else {
-            ctx.error = Some("no_route");
+        let Some(route) = route::select(&self.config.routes, host.as_deref(), req.uri().path())
+        else {
             let refusal =
                 Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
             return self.synthetic(ctx, refusal);
         };
-        let pool = &self.backends.pools[route.pool];
-
-        // 3. Cache lookup.
-        let mode = policy::request_mode(req.method(), req.headers());
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
-        let key = CacheKey::new("http", &key_host(host.as_deref()), target);
-        if mode == RequestMode::Lookup {
-            if let Some(object) = self.store.get(&key) {
-                let now = Instant::now();
-                if object.matches_vary(req.headers()) && object.is_fresh(now) {
-                    ctx.outcome = Outcome::Hit;
-                    return hit_response(&object, req.version(), now);
-                }
-            }
-            ctx.outcome = Outcome::Miss;
-        } else {
+        let exchange = Exchange {
+            key: CacheKey::new("http", &key_host(host.as_deref()), target),
+            mode: policy::request_mode(req.method(), req.headers()),
+            pool: route.pool,
+            host,
+            cc: CacheControl::from_headers(req.headers()),
+        };
+        let (parts, body) = req.into_parts();
+        let body = body.into();
+
+        // 3. Requests that may not use the cache go straight to the backend.
+        if exchange.mode != RequestMode::Lookup {
             ctx.outcome = Outcome::Pass;
+            return self.fetch(ctx, &exchange, parts, body, None, None).await;
         }
 
-        // 4. Backend fetch.
-        let version = req.version();
-        let method = req.method().clone();
-        let (mut parts, body) = req.into_parts();
-        // The request head is kept for the storage decision only when the
-        // response might be stored.
-        let request_headers =
-            (method == Method::GET && mode != RequestMode::Pass).then(|| parts.headers.clone());
-        prepare_backend_request(&mut parts, ctx.client, host.as_deref());
-        let request_time = SystemTime::now();
-        let response = match fetch::fetch(pool, parts, body.into(), ctx).await {
-            Ok(response) => response,
-            Err(error) => return self.fetch_failed(ctx, error),
+        // 4. Look up; wait for another request's fetch of the same key.
+        let mut rounds = 0;
+        loop {
+            let now = Instant::now();
+            let mut stale = None;
+            match self.cache.lookup(&exchange.key, &parts.headers) {
+                Found::Object(object) => {
+                    let age = object.age(now);
+                    match policy::usability(&object.lifetimes, age, &exchange.cc) {
+                        Usability::Fresh => {
+                            ctx.outcome = Outcome::Hit;
+                            let status = format!("shellac; hit; ttl={}", ttl_left(&object, now));
+                            return self.deliver(&parts, &object, now, "HIT", &status);
+                        }
+                        Usability::StaleAccepted => {
+                            ctx.outcome = Outcome::HitStale;
+                            let status = format!(
+                                "shellac; hit; ttl={}; detail=max-stale",
+                                ttl_left(&object, now)
+                            );
+                            return self.deliver(&parts, &object, now, "HIT-STALE", &status);
+                        }
+                        Usability::Grace => {
+                            ctx.outcome = Outcome::HitStale;
+                            self.refresh_in_background(&exchange, &parts, &object);
+                            let status = format!(
+                                "shellac; hit; ttl={}; detail=stale-while-revalidate",
+                                ttl_left(&object, now)
+                            );
+                            return self.deliver(&parts, &object, now, "HIT-STALE", &status);
+                        }
+                        Usability::Revalidate => stale = Some(object),
+                    }
+                }
+                Found::HitForMiss => {
+                    ctx.outcome = Outcome::Miss;
+                    ctx.not_stored = Some("hit-for-miss");
+                    return self.fetch(ctx, &exchange, parts, body, None, None).await;
+                }
+                Found::Miss => {}
+            }
+            if exchange.cc.only_if_cached {
+                let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, "only_if_cached");
+                return self.synthetic(ctx, refusal);
+            }
+            ctx.outcome = Outcome::Miss;
+            // HEAD is not stored (the backend sends no body to store), so it
+            // neither leads nor joins the waiting list.
+            if parts.method == Method::HEAD || rounds >= MAX_COLLAPSE_ROUNDS {
+                return self.fetch(ctx, &exchange, parts, body, stale, None).await;
+            }
+            match self.cache.coalescer.join(&exchange.key) {
+                Role::Writer(guard) => {
+                    return self
+                        .fetch(ctx, &exchange, parts, body, stale, Some(guard))
+                        .await;
+                }
+                Role::Waiter(waiter) => {
+                    ctx.collapsed = true;
+                    match waiter.outcome().await {
+                        Flight::Stored | Flight::Abandoned | Flight::Pending => rounds += 1,
+                        Flight::Uncacheable => {
+                            return self.fetch(ctx, &exchange, parts, body, stale, None).await;
+                        }
+                        Flight::Failed(reason) => {
+                            if let Some(stale) = stale.filter(|s| {
+                                policy::usable_on_error(&s.lifetimes, s.age(Instant::now()))
+                            }) {
+                                return self.serve_stale_on_error(ctx, &parts, &stale, reason);
+                            }
+                            ctx.error = Some(reason);
+                            let refusal = Synthetic::backend_fetch_failed(
+                                reason,
+                                self.config.server.retry_after,
+                            );
+                            return self.synthetic(ctx, refusal);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches from the route's pool; stores the response while it streams
+    /// when it may be stored; releases the waiting list through `guard`.
+    /// `stale` is the object to revalidate (conditionally) or to fall back on.
+    async fn fetch(
+        self: &Arc<Self>,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        parts: Parts,
+        body: Body,
+        stale: Option<Arc<CachedObject>>,
+        guard: Option<WriterGuard>,
+    ) -> Response<Body> {
+        let method = parts.method.clone();
+        let version = parts.version;
+        let client_headers = parts.headers.clone();
+        let storing = method == Method::GET && exchange.mode != RequestMode::Pass;
+        let mut backend_parts = parts;
+        prepare_backend_request(&mut backend_parts, ctx.client, exchange.host.as_deref());
+        let revalidating = match (&stale, exchange.mode) {
+            (Some(stale), RequestMode::Lookup) => add_validators(&mut backend_parts.headers, stale),
+            (None, RequestMode::Lookup) if method == Method::GET => {
+                // Fill the cache with the whole representation; the client's
+                // own conditions and range are answered from it afterwards.
+                strip_conditionals(&mut backend_parts.headers);
+                if guard.is_some() {
+                    backend_parts.headers.remove(header::RANGE);
+                }
+                false
+            }
+            _ => false,
         };
 
-        // 5. Store while streaming, when the response allows it.
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        let rules = StoreRules {
-            default_ttl: self.config.cache.default_ttl,
-            store_errors: self.config.cache.store_errors,
+        let pool = &self.backends.pools[exchange.pool];
+        let request_time = SystemTime::now();
+        let response = match fetch::fetch(pool, backend_parts, body, ctx).await {
+            Ok(response) => response,
+            Err(error) => {
+                return self.fetch_failed(ctx, error, &client_headers, version, stale, guard)
+            }
         };
-        let decision = match &request_headers {
-            Some(req_headers) => policy::storable(
+        let response_time = SystemTime::now();
+        let (mut head, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut head.headers);
+
+        // Unsafe methods invalidate what the cache holds for the target.
+        if policy::invalidates(&method, head.status) {
+            self.invalidate_after_write(&exchange.key, exchange.host.as_deref(), &head.headers);
+        }
+
+        let rules = self.store_rules();
+        let initial_age = policy::initial_age(&head.headers, request_time, response_time);
+
+        // A 304 to our own conditional request refreshes the stale object.
+        if let (true, StatusCode::NOT_MODIFIED, Some(stale)) = (revalidating, head.status, &stale) {
+            let mut merged = stale.headers.clone();
+            for (name, value) in &head.headers {
+                merged.insert(name.clone(), value.clone());
+            }
+            let decision = policy::storable(
                 &method,
-                mode,
-                req_headers,
-                parts.status,
-                &parts.headers,
+                exchange.mode,
+                &client_headers,
+                stale.status,
+                &merged,
                 rules,
-            ),
-            None => Err(policy::NotStored::Method),
+            );
+            let refreshed = match decision {
+                Ok(lifetimes) => {
+                    let refreshed =
+                        Arc::new(stale.revalidated(&head.headers, initial_age, lifetimes));
+                    self.cache
+                        .insert(&exchange.key, &client_headers, refreshed.clone());
+                    release(guard, Flight::Stored);
+                    refreshed
+                }
+                Err(reason) => {
+                    ctx.not_stored = Some(reason.as_str());
+                    release(guard, Flight::Uncacheable);
+                    Arc::new(stale.revalidated(&head.headers, initial_age, stale.lifetimes))
+                }
+            };
+            let fake_parts = client_parts(&method, version, &client_headers);
+            return self.deliver(
+                &fake_parts,
+                &refreshed,
+                Instant::now(),
+                "MISS",
+                "shellac; fwd=stale; fwd-status=304; stored",
+            );
+        }
+
+        let decision = if storing {
+            policy::storable(
+                &method,
+                exchange.mode,
+                &client_headers,
+                head.status,
+                &head.headers,
+                rules,
+            )
+        } else {
+            Err(policy::NotStored::Method)
         };
-        let too_big = content_length(&parts.headers)
+        let too_big = content_length(&head.headers)
             .is_some_and(|len| len > self.config.cache.max_object_size);
-        let body = match (decision, request_headers, body) {
-            (Ok(ttl), Some(req_headers), Body::Backend(timed)) if !too_big => {
-                let initial_age =
-                    policy::initial_age(&parts.headers, request_time, SystemTime::now());
-                let mut stored_headers = parts.headers.clone();
+        // A conditional client request is answered with a 304 once the full
+        // response is known; the body still streams into the cache.
+        let answer_not_modified = exchange.mode == RequestMode::Lookup
+            && head.status == StatusCode::OK
+            && policy::not_modified(&client_headers, &head.headers);
+        let mut cache_status = String::from("shellac; fwd=");
+        cache_status.push_str(match ctx.outcome {
+            Outcome::Pass => "bypass",
+            _ if stale.is_some() => "stale",
+            _ => "uri-miss",
+        });
+        if let Some(reason) = ctx.not_stored {
+            cache_status.push_str("; detail=");
+            cache_status.push_str(reason);
+        }
+        let body = match (decision, body) {
+            (Ok(lifetimes), Body::Backend(timed)) if !too_big => {
+                let mut stored_headers = head.headers.clone();
                 stored_headers.remove(header::AGE);
-                let store = self.store.clone();
-                let status = parts.status;
-                let store_key = key.clone();
-                let on_complete = Box::new(move |bytes| {
-                    let object = CachedObject::new(
-                        status,
-                        stored_headers,
-                        bytes,
-                        initial_age,
-                        ttl,
-                        &req_headers,
-                    );
-                    store.insert(store_key, Arc::new(object));
+                for field in policy::qualified_fields(&head.headers) {
+                    stored_headers.remove(field.as_str());
+                }
+                cache_status.push_str("; stored");
+                let cache = self.cache.clone();
+                let key = exchange.key.clone();
+                let status = head.status;
+                let hit_for_miss = self.config.cache.hit_for_miss;
+                let mut guard = guard;
+                let on_complete = Box::new(move |captured: Captured| match captured {
+                    Captured::Complete(bytes) => {
+                        let object = CachedObject::new(
+                            status,
+                            stored_headers,
+                            bytes,
+                            initial_age,
+                            lifetimes,
+                        );
+                        cache.insert(&key, &client_headers, Arc::new(object));
+                        release(guard.take(), Flight::Stored);
+                    }
+                    Captured::TooLarge => {
+                        cache.mark_hit_for_miss(&key, hit_for_miss);
+                        release(guard.take(), Flight::Uncacheable);
+                    }
                 });
                 Body::Capture(CaptureBody::new(
                     timed,
@@ -173,33 +376,75 @@ impl Proxy {
                     on_complete,
                 ))
             }
-            (decision, _, body) => {
-                ctx.not_stored = decision.err().map(policy::NotStored::as_str);
+            (decision, body) => {
+                let reason = decision.err();
+                ctx.not_stored = reason
+                    .map(policy::NotStored::as_str)
+                    .or(too_big.then_some("too-large"));
+                let response_made_it_uncacheable =
+                    too_big || reason.is_some_and(|r| r.is_response_decision());
+                if guard.is_some() && response_made_it_uncacheable {
+                    self.cache
+                        .mark_hit_for_miss(&exchange.key, self.config.cache.hit_for_miss);
+                }
+                release(guard, Flight::Uncacheable);
                 body
             }
         };
+        if ctx.collapsed {
+            cache_status.push_str("; collapsed");
+        }
 
-        // 6. Response headers.
-        let cache_header = match ctx.outcome {
-            Outcome::Miss => "MISS",
-            _ => "PASS",
+        if answer_not_modified {
+            tokio::spawn(drain(body));
+            let mut response = Response::new(Body::Empty);
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = head.headers;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            self.finish_headers(
+                response.headers_mut(),
+                version,
+                if ctx.outcome == Outcome::Pass {
+                    "PASS"
+                } else {
+                    "MISS"
+                },
+                &cache_status,
+            );
+            return response;
+        }
+
+        let x_cache = if ctx.outcome == Outcome::Pass {
+            "PASS"
+        } else {
+            "MISS"
         };
-        parts
-            .headers
-            .insert(headers::X_CACHE, HeaderValue::from_static(cache_header));
-        let status_text = match (ctx.outcome, ctx.not_stored) {
-            (Outcome::Miss, None) => "shellac; fwd=uri-miss; stored",
-            (Outcome::Miss, Some(_)) => "shellac; fwd=uri-miss",
-            _ => "shellac; fwd=bypass",
-        };
-        parts
-            .headers
-            .insert(headers::CACHE_STATUS, HeaderValue::from_static(status_text));
-        headers::append_via(&mut parts.headers, version);
-        Response::from_parts(parts, body)
+        self.finish_headers(&mut head.headers, version, x_cache, &cache_status);
+        Response::from_parts(head, body)
     }
 
-    fn fetch_failed(&self, ctx: &mut RequestCtx, error: FetchError) -> Response<Body> {
+    fn store_rules(&self) -> StoreRules {
+        let c = &self.config.cache;
+        StoreRules {
+            default_ttl: c.default_ttl,
+            heuristic_max: c.heuristic_max,
+            default_grace: c.default_grace,
+            default_keep: c.default_keep,
+            store_errors: c.store_errors,
+        }
+    }
+
+    /// A failed fetch: the stale object when it may stand in (stale-if-error),
+    /// else the synthetic 503. The failure is logged once, here.
+    fn fetch_failed(
+        &self,
+        ctx: &mut RequestCtx,
+        error: FetchError,
+        client_headers: &HeaderMap,
+        version: Version,
+        stale: Option<Arc<CachedObject>>,
+        guard: Option<WriterGuard>,
+    ) -> Response<Body> {
         tracing::warn!(
             xid = ctx.xid,
             backend = error.backend().unwrap_or("-"),
@@ -207,10 +452,34 @@ impl Proxy {
             %error,
             "backend fetch failed"
         );
+        release(guard, Flight::Failed(error.reason()));
         ctx.error = Some(error.reason());
+        if let Some(stale) =
+            stale.filter(|s| policy::usable_on_error(&s.lifetimes, s.age(Instant::now())))
+        {
+            let parts = client_parts(&ctx.method.clone(), version, client_headers);
+            return self.serve_stale_on_error(ctx, &parts, &stale, error.reason());
+        }
         let refusal =
             Synthetic::backend_fetch_failed(error.reason(), self.config.server.retry_after);
         self.synthetic(ctx, refusal)
+    }
+
+    fn serve_stale_on_error(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: &Parts,
+        stale: &CachedObject,
+        reason: &'static str,
+    ) -> Response<Body> {
+        tracing::info!(
+            xid = ctx.xid,
+            reason,
+            "serving stale content instead of an error (stale-if-error)"
+        );
+        ctx.outcome = Outcome::HitStale;
+        let status = format!("shellac; hit; fwd=stale; fwd-status=503; detail={reason}");
+        self.deliver(parts, stale, Instant::now(), "HIT-STALE", &status)
     }
 
     fn synthetic(&self, ctx: &mut RequestCtx, refusal: Synthetic) -> Response<Body> {
@@ -222,6 +491,184 @@ impl Proxy {
             .insert(headers::X_CACHE, HeaderValue::from_static("SYNTH"));
         response
     }
+
+    /// Starts one background fetch for a stale object served in grace, unless
+    /// one is already running for the key.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        exchange: &Exchange,
+        parts: &Parts,
+        stale: &Arc<CachedObject>,
+    ) {
+        let Role::Writer(guard) = self.cache.coalescer.join(&exchange.key) else {
+            return;
+        };
+        let proxy = self.clone();
+        let exchange = Exchange {
+            key: exchange.key.clone(),
+            mode: exchange.mode,
+            pool: exchange.pool,
+            host: exchange.host.clone(),
+            cc: CacheControl::default(),
+        };
+        let mut request = Request::new(());
+        *request.uri_mut() = parts.uri.clone();
+        *request.headers_mut() = parts.headers.clone();
+        request.headers_mut().remove(header::CACHE_CONTROL);
+        let (bg_parts, ()) = request.into_parts();
+        let stale = stale.clone();
+        let client = SocketAddr::from(([127, 0, 0, 1], 0));
+        tokio::spawn(async move {
+            let mut ctx = RequestCtx::new(proxy.xid(), client, Method::GET);
+            ctx.outcome = Outcome::Miss;
+            let uri = bg_parts.uri.clone();
+            let response = proxy
+                .fetch(
+                    &mut ctx,
+                    &exchange,
+                    bg_parts,
+                    Body::Empty,
+                    Some(stale),
+                    Some(guard),
+                )
+                .await;
+            let status = response.status();
+            drain(response.into_body()).await;
+            tracing::debug!(xid = ctx.xid, %uri, status = status.as_u16(), "background refresh done");
+        });
+    }
+
+    /// RFC 9111 §4.4: the target URI, and `Location` / `Content-Location`
+    /// when they point at the same host.
+    fn invalidate_after_write(&self, key: &CacheKey, host: Option<&str>, response: &HeaderMap) {
+        self.cache.invalidate(key);
+        let host = key_host(host);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = location.parse::<Uri>() else {
+                continue;
+            };
+            let same_host = uri
+                .authority()
+                .is_none_or(|a| key_host(Some(a.as_str())) == host);
+            if let (true, Some(target)) = (same_host, uri.path_and_query()) {
+                self.cache
+                    .invalidate(&CacheKey::new("http", &host, target.as_str()));
+            }
+        }
+    }
+
+    /// A response from a stored object: 304 when the client's condition
+    /// holds, 206/416 for a range, else the whole object. The body is shared,
+    /// not copied.
+    fn deliver(
+        &self,
+        parts: &Parts,
+        object: &CachedObject,
+        now: Instant,
+        x_cache: &'static str,
+        cache_status: &str,
+    ) -> Response<Body> {
+        let mut response = Response::new(Body::Empty);
+        let headers = response.headers_mut();
+        headers.clone_from(&object.headers);
+        headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
+        if policy::not_modified(&parts.headers, &object.headers) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        } else {
+            *response.status_mut() = object.status;
+            let len = object.body.len() as u64;
+            let range = if object.status == StatusCode::OK && parts.method == Method::GET {
+                range::answer(&parts.headers, &object.headers, len)
+            } else {
+                RangeAnswer::Whole
+            };
+            match range {
+                RangeAnswer::Whole => *response.body_mut() = Body::Full(Some(object.body.clone())),
+                RangeAnswer::Part { start, end } => {
+                    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    *response.body_mut() =
+                        Body::Full(Some(object.body.slice(start as usize..=end as usize)));
+                    let headers = response.headers_mut();
+                    headers.remove(header::CONTENT_LENGTH);
+                    if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+                    {
+                        headers.insert(header::CONTENT_RANGE, value);
+                    }
+                }
+                RangeAnswer::Unsatisfiable => {
+                    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                    let headers = response.headers_mut();
+                    headers.remove(header::CONTENT_LENGTH);
+                    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                        headers.insert(header::CONTENT_RANGE, value);
+                    }
+                }
+            }
+            if parts.method == Method::HEAD {
+                // hyper sends no body for HEAD but derives Content-Length from
+                // the body it is given: keep the stored length.
+                *response.body_mut() = Body::Full(Some(object.body.clone()));
+            }
+        }
+        if object.status == StatusCode::OK {
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        self.finish_headers(response.headers_mut(), parts.version, x_cache, cache_status);
+        response
+    }
+
+    /// The headers every proxied response gets: `X-Cache`, `Cache-Status`
+    /// (RFC 9211), `Via`; targeted cache-control fields removed when configured.
+    fn finish_headers(
+        &self,
+        headers: &mut HeaderMap,
+        version: Version,
+        x_cache: &'static str,
+        cache_status: &str,
+    ) {
+        headers.insert(headers::X_CACHE, HeaderValue::from_static(x_cache));
+        if let Ok(value) = HeaderValue::from_str(cache_status) {
+            headers.insert(headers::CACHE_STATUS, value);
+        }
+        if self.config.cache.strip_targeted {
+            headers.remove(policy::SHELLAC_CACHE_CONTROL);
+            headers.remove(policy::CDN_CACHE_CONTROL);
+        }
+        headers::append_via(headers, version);
+    }
+}
+
+fn release(guard: Option<WriterGuard>, outcome: Flight) {
+    if let Some(guard) = guard {
+        guard.release(outcome);
+    }
+}
+
+/// Reads a body to its end so that a capture completes (background
+/// refreshes; 304s answered while the full response is stored).
+async fn drain(body: Body) {
+    let _ = body.collect().await;
+}
+
+/// Seconds of freshness left (negative when stale), for `Cache-Status`.
+fn ttl_left(object: &CachedObject, now: Instant) -> i64 {
+    let ttl = object.lifetimes.ttl.as_secs() as i64;
+    ttl - object.age(now).as_secs() as i64
+}
+
+/// A request head rebuilt from its pieces, for `deliver` after a fetch.
+fn client_parts(method: &Method, version: Version, headers: &HeaderMap) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = method.clone();
+    *request.version_mut() = version;
+    *request.headers_mut() = headers.clone();
+    request.into_parts().0
 }
 
 /// The host a request is for: the authority of an absolute-form target
@@ -251,14 +698,39 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+fn strip_conditionals(headers: &mut HeaderMap) {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Makes the backend request conditional on the stale object's validators
+/// (RFC 9111 §4.3.1); false when it has none.
+fn add_validators(headers: &mut HeaderMap, stale: &CachedObject) -> bool {
+    strip_conditionals(headers);
+    headers.remove(header::RANGE);
+    let mut added = false;
+    if let Some(etag) = stale.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+        added = true;
+    }
+    if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+        added = true;
+    }
+    added
+}
+
 /// Turns the client's request head into the backend's: origin-form target,
 /// HTTP/1.1, `Host` kept (set from the authority for HTTP/2 and
 /// absolute-form), hop-by-hop headers dropped, `X-Forwarded-For` and `Via` added.
-fn prepare_backend_request(
-    parts: &mut http::request::Parts,
-    client: SocketAddr,
-    host: Option<&str>,
-) {
+fn prepare_backend_request(parts: &mut Parts, client: SocketAddr, host: Option<&str>) {
     let received = parts.version;
     if parts.uri.authority().is_some() {
         let target = parts
@@ -277,22 +749,4 @@ fn prepare_backend_request(
     }
     headers::append_forwarded_for(&mut parts.headers, client.ip());
     headers::append_via(&mut parts.headers, received);
-}
-
-/// A response from a cached object: its stored head plus `Age`, `X-Cache`,
-/// `Cache-Status` and `Via`; the body is shared, not copied.
-fn hit_response(object: &CachedObject, version: Version, now: Instant) -> Response<Body> {
-    let mut response = Response::new(Body::Full(Some(object.body.clone())));
-    *response.status_mut() = object.status;
-    let headers = response.headers_mut();
-    headers.clone_from(&object.headers);
-    let age = object.age(now);
-    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
-    headers.insert(headers::X_CACHE, HeaderValue::from_static("HIT"));
-    let remaining = object.ttl.saturating_sub(age).as_secs();
-    if let Ok(value) = HeaderValue::from_str(&format!("shellac; hit; ttl={remaining}")) {
-        headers.insert(headers::CACHE_STATUS, value);
-    }
-    headers::append_via(headers, version);
-    response
 }
