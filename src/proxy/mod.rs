@@ -146,6 +146,13 @@ impl Proxy {
                 Found::Object(object) => {
                     let age = object.age(now);
                     match policy::usability(&object.lifetimes, age, &exchange.cc) {
+                        Usability::Fresh if ctx.collapsed => {
+                            // It waited for another request's fetch: a miss
+                            // that cost the backend nothing.
+                            ctx.outcome = Outcome::Miss;
+                            let status = "shellac; fwd=uri-miss; collapsed";
+                            return self.deliver(&parts, &object, now, "MISS", status);
+                        }
                         Usability::Fresh => {
                             ctx.outcome = Outcome::Hit;
                             let status = format!("shellac; hit; ttl={}", ttl_left(&object, now));
@@ -267,6 +274,28 @@ impl Proxy {
         // Unsafe methods invalidate what the cache holds for the target.
         if policy::invalidates(&method, head.status) {
             self.invalidate_after_write(&exchange.key, exchange.host.as_deref(), &head.headers);
+        }
+
+        // RFC 5861 §4: an error answer (500, 502, 503, 504) is replaced by
+        // a stale object that may stand in for one.
+        if matches!(head.status.as_u16(), 500 | 502 | 503 | 504) {
+            if let Some(stale) = stale
+                .as_ref()
+                .filter(|s| policy::usable_on_error(&s.lifetimes, s.age(Instant::now())))
+            {
+                let reason = "backend_error_status";
+                release(guard, Flight::Failed(reason));
+                ctx.error = Some(reason);
+                let client = client_parts(&method, version, &client_headers);
+                let mut response = self.serve_stale_on_error(ctx, &client, stale, reason);
+                if let Ok(value) = HeaderValue::from_str(&format!(
+                    "shellac; hit; fwd=stale; fwd-status={}",
+                    head.status.as_u16()
+                )) {
+                    response.headers_mut().insert(headers::CACHE_STATUS, value);
+                }
+                return response;
+            }
         }
 
         let rules = self.store_rules();

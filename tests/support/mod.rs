@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[allow(unused_imports)]
 pub use origin::{Origin, Reply, Step};
+#[allow(unused_imports)]
 pub use shellac::{Shellac, ShellacProcess};
 
 /// A config with one backend at `backend` and extra TOML appended.
