@@ -50,7 +50,12 @@ impl Pool {
         }
         let index = match self.policy {
             // Relaxed is enough: the counter only spreads load, it orders nothing.
-            Policy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % self.members.len(),
+            // Until director.rs lands, every policy is round robin.
+            Policy::RoundRobin
+            | Policy::Random
+            | Policy::Hash
+            | Policy::Fallback
+            | Policy::LeastBusy => self.next.fetch_add(1, Ordering::Relaxed) % self.members.len(),
         };
         Ok(&self.members[index])
     }

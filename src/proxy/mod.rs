@@ -87,7 +87,8 @@ impl Proxy {
         // 2. Route.
         let host = request_host(&req).map(str::to_string);
         let path = req.uri().path();
-        let Some(route) = route::select(&self.config.routes, host.as_deref(), path) else {
+        let Some(route) = route::select(&self.config.routes, req.method(), host.as_deref(), path)
+        else {
             ctx.error = Some("no_route");
             let refusal =
                 Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
@@ -96,7 +97,11 @@ impl Proxy {
         let pool = &self.backends.pools[route.pool];
 
         // 3. Cache lookup.
-        let mode = policy::request_mode(req.method(), req.headers());
+        let mode = match policy::request_mode(req.method(), req.headers()) {
+            // `[[route]] pass = true`: neither looked up nor stored.
+            _ if route.pass => RequestMode::Pass,
+            mode => mode,
+        };
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         let key = CacheKey::new("http", &key_host(host.as_deref()), target);
         if mode == RequestMode::Lookup {
@@ -147,6 +152,8 @@ impl Proxy {
         };
         let too_big = content_length(&parts.headers)
             .is_some_and(|len| len > self.config.cache.max_object_size);
+        // `[[route]] ttl` replaces the lifetime the response gave itself.
+        let decision = decision.map(|ttl| route.ttl.unwrap_or(ttl));
         let body = match (decision, request_headers, body) {
             (Ok(ttl), Some(req_headers), Body::Backend(timed)) if !too_big => {
                 let initial_age =
