@@ -114,7 +114,8 @@ async fn error_statuses_are_not_stored_even_with_max_age() {
                 .header("cache-control", "max-age=60"),
         )
         .await;
-        let shellac = Shellac::start(&config(origin.addr, "")).await;
+        // No retries: each client request is exactly one origin request.
+        let shellac = Shellac::start(&config(origin.addr, "[retry]\nmax_retries = 0\n")).await;
         get(shellac.addr, "/e").await;
         let again = get(shellac.addr, "/e").await;
         assert_eq!(again.status, status);
@@ -127,7 +128,11 @@ async fn error_statuses_are_not_stored_even_with_max_age() {
             .header("cache-control", "max-age=60"),
     )
     .await;
-    let shellac = Shellac::start(&config(origin.addr, "[cache]\nstore_errors = true\n")).await;
+    let shellac = Shellac::start(&config(
+        origin.addr,
+        "[cache]\nstore_errors = true\n[retry]\nmax_retries = 0\n",
+    ))
+    .await;
     get(shellac.addr, "/e").await;
     assert_eq!(get(shellac.addr, "/e").await.header("x-cache"), Some("HIT"));
     assert_eq!(origin.requests(), 1);
@@ -184,7 +189,7 @@ async fn first_byte_timeout_gives_503_in_time() {
     let origin = Origin::fixed(cacheable("late").delay(Duration::from_secs(5))).await;
     let shellac = Shellac::start(&format!(
         "{}first_byte_timeout = \"300ms\"\n",
-        config(origin.addr, "")
+        config(origin.addr, "[retry]\nmax_retries = 0\n")
     ))
     .await;
     let started = Instant::now();

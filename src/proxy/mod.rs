@@ -23,13 +23,15 @@ use http::{Method, Request, Response, Version};
 
 pub use context::{Outcome, RequestCtx};
 
+use crate::backend::Pool;
 use crate::backend::{Backends, FetchError};
 use crate::body::{Body, CaptureBody};
 use crate::cache::policy::{self, RequestMode, StoreRules};
 use crate::cache::{CacheKey, CachedObject, ObjectStore};
+use crate::config::defaults::{RETRY_AFTER_MAX, RETRY_AFTER_MIN};
 use crate::config::Config;
 use crate::limits;
-use crate::synth::Synthetic;
+use crate::synth::{self, Facts, Pages, Synthetic};
 
 /// Lower-cases a host and drops its port, for route hosts in the configuration.
 pub fn normalize_host(host: &str) -> String {
@@ -41,6 +43,7 @@ pub struct Proxy {
     config: Arc<Config>,
     store: Arc<dyn ObjectStore>,
     backends: Backends,
+    pages: Pages,
     next_xid: AtomicU64,
 }
 
@@ -49,6 +52,7 @@ impl Proxy {
     pub fn new(config: Arc<Config>, store: Arc<dyn ObjectStore>) -> Proxy {
         let backends = Backends::new(&config);
         Proxy {
+            pages: Pages::new(&config.server),
             config,
             store,
             backends,
@@ -68,8 +72,14 @@ impl Proxy {
     {
         let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
         let mut ctx = RequestCtx::new(xid, client, req.method().clone());
+        ctx.wants_json = synth::wants_json(req.headers());
         let uri = req.uri().clone();
-        let response = self.process(req, &mut ctx).await;
+        let mut response = self.process(req, &mut ctx).await;
+        if ctx.retries > 0 {
+            response
+                .headers_mut()
+                .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
+        }
         ctx.finish(&uri, response.status());
         response
     }
@@ -127,9 +137,19 @@ impl Proxy {
             (method == Method::GET && mode != RequestMode::Pass).then(|| parts.headers.clone());
         prepare_backend_request(&mut parts, ctx.client, host.as_deref());
         let request_time = SystemTime::now();
-        let response = match fetch::fetch(pool, parts, body.into(), ctx).await {
+        let fetched = fetch::fetch(
+            pool,
+            route,
+            &self.config.retry,
+            key.as_str(),
+            parts,
+            body.into(),
+            ctx,
+        )
+        .await;
+        let response = match fetched {
             Ok(response) => response,
-            Err(error) => return self.fetch_failed(ctx, error),
+            Err(error) => return self.fetch_failed(ctx, pool, error),
         };
 
         // 5. Store while streaming, when the response allows it.
@@ -206,7 +226,7 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
-    fn fetch_failed(&self, ctx: &mut RequestCtx, error: FetchError) -> Response<Body> {
+    fn fetch_failed(&self, ctx: &mut RequestCtx, pool: &Pool, error: FetchError) -> Response<Body> {
         tracing::warn!(
             xid = ctx.xid,
             backend = error.backend().unwrap_or("-"),
@@ -215,15 +235,25 @@ impl Proxy {
             "backend fetch failed"
         );
         ctx.error = Some(error.reason());
-        let refusal =
-            Synthetic::backend_fetch_failed(error.reason(), self.config.server.retry_after);
+        // The honest Retry-After: when a backend may take traffic again.
+        let retry_after = pool
+            .retry_after()
+            .map_or(self.config.server.retry_after, |d| {
+                d.clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX)
+            });
+        let refusal = Synthetic::backend_fetch_failed(error.reason(), retry_after);
         self.synthetic(ctx, refusal)
     }
 
     fn synthetic(&self, ctx: &mut RequestCtx, refusal: Synthetic) -> Response<Body> {
         ctx.outcome = Outcome::Synth;
         ctx.error.get_or_insert(refusal.reason);
-        let mut response = refusal.render(ctx.xid);
+        let facts = Facts {
+            xid: ctx.xid,
+            json: ctx.wants_json,
+            backends_tried: &ctx.tried,
+        };
+        let mut response = refusal.render_with(&self.pages, &facts);
         response
             .headers_mut()
             .insert(headers::X_CACHE, HeaderValue::from_static("SYNTH"));
