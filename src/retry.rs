@@ -9,7 +9,9 @@
 //!   failed together do not come back together.
 //! - **Budget:** retries may add at most `budget_percent` % to the first
 //!   attempts of the last 10 s; 3 retries per second are always allowed, so
-//!   a quiet site still retries. Counters are atomics in ten one-second
+//!   a quiet site still retries. A retry after a connect that never reached
+//!   the backend (refused, timed out) is free: it added no load anywhere,
+//!   and it is what keeps a dead backend invisible until it is ejected. Counters are atomics in ten one-second
 //!   buckets (approximate under races, never locked).
 //!
 //! Picking the backend for the retry is the director's job, not this module's.

@@ -170,7 +170,12 @@ async fn max_age_one_expires() {
 #[tokio::test]
 async fn connect_refused_gives_the_synthetic_503() {
     let dead = Origin::refusing().await;
-    let shellac = Shellac::start(&config(dead, "retry_after = \"7s\"\n")).await;
+    // No retries, so no ejection: the fallback Retry-After applies.
+    let shellac = Shellac::start(&config(
+        dead,
+        "retry_after = \"7s\"\n[retry]\nmax_retries = 0\n",
+    ))
+    .await;
     let got = get(shellac.addr, "/x").await;
     assert_eq!(got.status, 503);
     assert_eq!(got.header("retry-after"), Some("7"));

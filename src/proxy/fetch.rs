@@ -89,9 +89,11 @@ pub(super) async fn fetch(
                     request = Some(*returned);
                 }
                 let error = failure.error;
+                // A request that never reached the backend added no load to
+                // it, so its retry does not draw on the budget.
                 if !retry::may_retry(rules, &method, Failure::Error(&error), ctx.retries)
                     || !can_resend(&request, &head)
-                    || !pool.budget().try_retry()
+                    || !(error.never_sent() || pool.budget().try_retry())
                 {
                     return Err(error);
                 }
