@@ -175,8 +175,13 @@ impl Backend {
         ] {
             at = at.max(until);
         }
-        if let Some(healthy_at) = self.health.as_ref().and_then(|h| h.healthy_at_ms()) {
-            at = at.max(healthy_at);
+        match self.health.as_ref() {
+            Some(health) if !health.is_healthy() => {
+                // Sick: no earlier than the probe that could heal it; unknown
+                // before the first probe has run.
+                at = at.max(health.healthy_at_ms()?);
+            }
+            _ => {}
         }
         // A trial under way ends within about a first-byte timeout; "soon".
         Some(Duration::from_millis(at.saturating_sub(now)))
