@@ -123,6 +123,9 @@ pub struct TimedBody {
     backend: Arc<str>,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Released when the body is dropped: the backend's in-flight slot,
+    /// which must last as long as the response streams.
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl TimedBody {
@@ -133,7 +136,13 @@ impl TimedBody {
             backend,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            held: None,
         }
+    }
+
+    /// Keeps `guard` alive until this body is dropped.
+    pub fn hold(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        self.held = Some(guard);
     }
 
     fn is_end_stream(&self) -> bool {

@@ -7,7 +7,9 @@
 //! - [`proxy`]: the request pipeline, phase by phase; the only user of both cache and backends.
 //! - [`limits`]: request-head checks (400, 431, 501).
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store.
-//! - [`backend`]: pooled clients with their timeouts and limits, pools.
+//! - [`backend`]: pooled clients with their timeouts and limits; health
+//!   probes, passive ejection, queueing; pools and their directors.
+//! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
 //! - [`body`]: the body type, the between-bytes timer, store-while-streaming.
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`demo`]: the `--demo` origin.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod limits;
 pub mod proxy;
+pub mod retry;
 pub mod server;
 pub mod synth;
 

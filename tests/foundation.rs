@@ -114,7 +114,8 @@ async fn error_statuses_are_not_stored_even_with_max_age() {
                 .header("cache-control", "max-age=60"),
         )
         .await;
-        let shellac = Shellac::start(&config(origin.addr, "")).await;
+        // No retries: each client request is exactly one origin request.
+        let shellac = Shellac::start(&config(origin.addr, "[retry]\nmax_retries = 0\n")).await;
         get(shellac.addr, "/e").await;
         let again = get(shellac.addr, "/e").await;
         assert_eq!(again.status, status);
@@ -127,7 +128,11 @@ async fn error_statuses_are_not_stored_even_with_max_age() {
             .header("cache-control", "max-age=60"),
     )
     .await;
-    let shellac = Shellac::start(&config(origin.addr, "[cache]\nstore_errors = true\n")).await;
+    let shellac = Shellac::start(&config(
+        origin.addr,
+        "[cache]\nstore_errors = true\n[retry]\nmax_retries = 0\n",
+    ))
+    .await;
     get(shellac.addr, "/e").await;
     assert_eq!(get(shellac.addr, "/e").await.header("x-cache"), Some("HIT"));
     assert_eq!(origin.requests(), 1);
@@ -167,7 +172,12 @@ async fn max_age_one_expires() {
 #[tokio::test]
 async fn connect_refused_gives_the_synthetic_503() {
     let dead = Origin::refusing().await;
-    let shellac = Shellac::start(&config(dead, "retry_after = \"7s\"\n")).await;
+    // No retries, so no ejection: the fallback Retry-After applies.
+    let shellac = Shellac::start(&config(
+        dead,
+        "retry_after = \"7s\"\n[retry]\nmax_retries = 0\n",
+    ))
+    .await;
     let got = get(shellac.addr, "/x").await;
     assert_eq!(got.status, 503);
     assert_eq!(got.header("retry-after"), Some("7"));
@@ -186,7 +196,7 @@ async fn first_byte_timeout_gives_503_in_time() {
     let origin = Origin::fixed(cacheable("late").delay(Duration::from_secs(5))).await;
     let shellac = Shellac::start(&format!(
         "{}first_byte_timeout = \"300ms\"\n",
-        config(origin.addr, "")
+        config(origin.addr, "[retry]\nmax_retries = 0\n")
     ))
     .await;
     let started = Instant::now();

@@ -75,23 +75,51 @@ impl BackendClient {
     /// Sends `req` (origin-form URI, `Host` set) and returns the response
     /// whose body streams under `between_bytes_timeout`.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, FetchError> {
+        self.send_returning(req, self.config.first_byte_timeout)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// Like [`BackendClient::send`] with a route's `first_byte_timeout`;
+    /// when the request was certainly not sent (connect failed), it comes
+    /// back in the error so it can go to another backend, body and all.
+    pub async fn send_returning(
+        &self,
+        req: Request<Body>,
+        first_byte_timeout: std::time::Duration,
+    ) -> Result<Response<Body>, SendFailure> {
+        let failed = |error| SendFailure {
+            error,
+            request: None,
+        };
         let mut req = req;
         // A pooled connection may have been closed by the backend while idle;
         // hyper gives the request back when it was not sent, and then it goes
         // out once more on a fresh connection.
         while let Some(sender) = self.checkout() {
-            match self.send_on(sender, req).await {
+            match self.send_on(sender, req, first_byte_timeout).await {
                 Ok(response) => return Ok(response),
                 Err(Retry::Again(returned)) => req = *returned,
-                Err(Retry::Failed(error)) => return Err(error),
+                Err(Retry::Failed(error)) => return Err(failed(error)),
             }
         }
-        let sender = self.connect().await?;
-        match self.send_on(sender, req).await {
+        let sender = match self.connect().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendFailure {
+                    error,
+                    request: Some(Box::new(req)),
+                })
+            }
+        };
+        match self.send_on(sender, req, first_byte_timeout).await {
             Ok(response) => Ok(response),
-            Err(Retry::Failed(error)) => Err(error),
-            Err(Retry::Again(_)) => Err(FetchError::ClosedBeforeSend {
-                backend: self.name.clone(),
+            Err(Retry::Failed(error)) => Err(failed(error)),
+            Err(Retry::Again(returned)) => Err(SendFailure {
+                error: FetchError::ClosedBeforeSend {
+                    backend: self.name.clone(),
+                },
+                request: Some(returned),
             }),
         }
     }
@@ -150,8 +178,8 @@ impl BackendClient {
         &self,
         mut sender: SendRequest<Body>,
         req: Request<Body>,
+        timeout: std::time::Duration,
     ) -> Result<Response<Body>, Retry> {
-        let timeout = self.config.first_byte_timeout;
         let sent = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
         let response = match sent {
             Err(_) => {
@@ -234,6 +262,14 @@ impl BackendClient {
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
+}
+
+/// A send that failed, with the request when it was certainly not sent.
+pub struct SendFailure {
+    /// Why it failed.
+    pub error: FetchError,
+    /// The untouched request, when it never left Shellac.
+    pub request: Option<Box<Request<Body>>>,
 }
 
 enum Retry {

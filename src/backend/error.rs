@@ -57,8 +57,28 @@ pub enum FetchError {
         /// The backend's name.
         backend: Arc<str>,
     },
-    /// The pool has no backend to try.
-    #[error("pool {pool}: no backend available")]
+    /// `max_connections` was reached and the wait queue was full: shed at once.
+    #[error("backend {backend}: max_connections ({max_connections}) reached and queue_length ({queue_length}) full")]
+    QueueFull {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// Its `max_connections`.
+        max_connections: usize,
+        /// Its `queue_length`.
+        queue_length: usize,
+    },
+    /// The request waited `queue_timeout` for a slot and got none.
+    #[error(
+        "backend {backend}: queue_timeout ({timeout:?}) expired waiting for a connection slot"
+    )]
+    QueueTimeout {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The limit that fired.
+        timeout: Duration,
+    },
+    /// The pool has no usable backend (all sick, ejected or backing off).
+    #[error("pool {pool}: no healthy backend available")]
     NoBackend {
         /// The pool's name.
         pool: Arc<str>,
@@ -75,6 +95,8 @@ impl FetchError {
             FetchError::HeadTooLarge { .. } => "resp_hdr_too_large",
             FetchError::Protocol { .. } => "invalid_response",
             FetchError::ClosedBeforeSend { .. } => "connect",
+            FetchError::QueueFull { .. } => "queue_full",
+            FetchError::QueueTimeout { .. } => "queue_timeout",
             FetchError::NoBackend { .. } => "no_healthy_backend",
         }
     }
@@ -87,9 +109,24 @@ impl FetchError {
             | FetchError::FirstByteTimeout { backend, .. }
             | FetchError::HeadTooLarge { backend, .. }
             | FetchError::Protocol { backend, .. }
-            | FetchError::ClosedBeforeSend { backend } => Some(backend),
+            | FetchError::ClosedBeforeSend { backend }
+            | FetchError::QueueFull { backend, .. }
+            | FetchError::QueueTimeout { backend, .. } => Some(backend),
             FetchError::NoBackend { .. } => None,
         }
+    }
+
+    /// Whether this failure says something about the backend's health (it
+    /// counts towards passive ejection). A full queue or an oversized head
+    /// are Shellac's own limits, not the backend failing.
+    pub fn counts_against_backend(&self) -> bool {
+        !matches!(
+            self,
+            FetchError::QueueFull { .. }
+                | FetchError::QueueTimeout { .. }
+                | FetchError::NoBackend { .. }
+                | FetchError::HeadTooLarge { .. }
+        )
     }
 
     /// Whether the request certainly never reached the backend, so that even

@@ -1,38 +1,312 @@
-//! Backends and pools: who Shellac fetches from, and how it picks one.
+//! Backends and pools: who Shellac fetches from, whether each may take
+//! traffic right now, and how a pool picks one.
 //!
-//! A [`Backend`] owns its pooled client; a [`Pool`] picks among its backends
-//! by policy. Health probes, ejection and the other policies plug in here.
+//! A [`Backend`] owns its pooled client and its health, all in atomics so
+//! the request path takes no lock: the probe verdict (`probe.rs`), passive
+//! ejection after consecutive failures, a "backing off until" time set by a
+//! backend's own `Retry-After`, and its in-flight count. Only a backend with
+//! `max_connections` takes a short per-backend mutex, for its wait queue
+//! (`queue.rs`). A [`Pool`] asks its director (`director.rs`, pure logic)
+//! which usable backend gets the next request.
 
 mod client;
+pub mod director;
 mod error;
+mod probe;
+mod queue;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub use client::BackendClient;
+pub use client::{BackendClient, SendFailure};
 pub use error::FetchError;
 
-use crate::config::{Config, Policy};
+use crate::config::{defaults, BackendConfig, Config};
+use crate::retry::Budget;
+use director::Director;
+use probe::Health;
+use queue::{Admission, Queue};
 
-/// One origin server.
+/// One origin server and what Shellac knows about its health.
 pub struct Backend {
     /// Its pooled connections and limits.
     pub client: BackendClient,
+    /// Times below are milliseconds since this instant, so they fit atomics.
+    epoch: Instant,
+    /// The probe's verdict; `None` when the backend has no probe (always healthy).
+    health: Option<Health>,
+    in_flight: AtomicUsize,
+    /// Failed fetches in a row (reset by a success).
+    failures: AtomicU32,
+    /// How many times in a row it was ejected (the ejection time doubles).
+    ejections: AtomicU32,
+    /// Ejected until this time (ms since `epoch`); 0 when not ejected.
+    ejected_until: AtomicU64,
+    /// A trial request is under way after an ejection ended.
+    trial: AtomicBool,
+    /// Its own `Retry-After` said: no request before this (ms since `epoch`).
+    backoff_until: AtomicU64,
+    /// The wait queue, when `max_connections` caps it.
+    queue: Option<Queue>,
 }
 
+/// A slot of a backend's in-flight capacity, held from the send until the
+/// response body is dropped; releasing it wakes the next queued request.
+pub struct InFlight {
+    backend: Arc<Backend>,
+    trial: bool,
+}
+
+impl InFlight {
+    /// Whether this request is the one trial after an ejection.
+    pub fn is_trial(&self) -> bool {
+        self.trial
+    }
+
+    /// The backend this slot belongs to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.trial {
+            // A trial whose outcome was never recorded (the client went
+            // away) must not keep the backend closed for ever: the next
+            // request becomes the trial.
+            self.backend.trial.store(false, Ordering::Release);
+        }
+        match &self.backend.queue {
+            Some(queue) => queue.release(&self.backend.in_flight),
+            None => {
+                self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+// === impl Backend ===
+
 impl Backend {
+    fn new(config: BackendConfig) -> Backend {
+        let health = config.probe.as_ref().map(Health::new);
+        let queue = (config.max_connections > 0).then(|| {
+            Queue::new(
+                config.max_connections,
+                config.queue_length,
+                config.queue_timeout,
+            )
+        });
+        Backend {
+            client: BackendClient::new(config),
+            epoch: Instant::now(),
+            health,
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            trial: AtomicBool::new(false),
+            backoff_until: AtomicU64::new(0),
+            queue,
+        }
+    }
+
     /// The backend's configured name.
     pub fn name(&self) -> &Arc<str> {
         self.client.name()
     }
+
+    fn config(&self) -> &BackendConfig {
+        self.client.config()
+    }
+
+    /// Milliseconds since `epoch`, never 0 (0 means "not set" in the atomics).
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The probe's verdict (true when the backend has no probe).
+    pub fn is_healthy(&self) -> bool {
+        self.health.as_ref().is_none_or(Health::is_healthy)
+    }
+
+    /// Requests sent and not yet finished (response body still streaming).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether passive ejection currently keeps traffic away.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// Whether a new request may be sent now: healthy, not backing off, not
+    /// ejected (or ejected and the one trial request is still free).
+    pub fn is_usable(&self) -> bool {
+        if !self.is_healthy() {
+            return false;
+        }
+        let now = self.now_ms();
+        if self.backoff_until.load(Ordering::Acquire) > now {
+            return false;
+        }
+        match self.ejected_until.load(Ordering::Acquire) {
+            0 => true,
+            until if now < until => false,
+            _ => !self.trial.load(Ordering::Acquire),
+        }
+    }
+
+    /// How long until this backend may take traffic again, when that is
+    /// known: the end of a back-off or ejection, or the probe that could make
+    /// it healthy. `None` when it is usable now or nobody can tell.
+    pub fn available_in(&self) -> Option<Duration> {
+        if self.is_usable() {
+            return None;
+        }
+        let now = self.now_ms();
+        let mut at = 0u64;
+        for until in [
+            self.backoff_until.load(Ordering::Acquire),
+            self.ejected_until.load(Ordering::Acquire),
+        ] {
+            at = at.max(until);
+        }
+        match self.health.as_ref() {
+            Some(health) if !health.is_healthy() => {
+                // Sick: no earlier than the probe that could heal it; unknown
+                // before the first probe has run.
+                at = at.max(health.healthy_at_ms()?);
+            }
+            _ => {}
+        }
+        // A trial under way ends within about a first-byte timeout; "soon".
+        Some(Duration::from_millis(at.saturating_sub(now)))
+    }
+
+    /// Takes a slot for one request: at once, after waiting in the queue
+    /// (higher `priority` first), or not at all (`queue_full`,
+    /// `queue_timeout`). Claims the trial when the backend's ejection has
+    /// just ended; `Ok(None)` means another request took the trial first.
+    pub async fn admit(self: &Arc<Self>, priority: u8) -> Result<Option<InFlight>, FetchError> {
+        let trial = match self.ejected_until.load(Ordering::Acquire) {
+            0 => false,
+            _ => {
+                if self
+                    .trial
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+                true
+            }
+        };
+        let release_trial = |backend: &Backend| {
+            if trial {
+                backend.trial.store(false, Ordering::Release);
+            }
+        };
+        let Some(queue) = &self.queue else {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(Some(InFlight {
+                backend: self.clone(),
+                trial,
+            }));
+        };
+        match queue.acquire(&self.in_flight, priority) {
+            Admission::Now => {}
+            Admission::Full => {
+                release_trial(self);
+                return Err(FetchError::QueueFull {
+                    backend: self.name().clone(),
+                    max_connections: self.config().max_connections,
+                    queue_length: self.config().queue_length,
+                });
+            }
+            Admission::Wait(ticket) => {
+                if !queue.wait(ticket).await {
+                    release_trial(self);
+                    return Err(FetchError::QueueTimeout {
+                        backend: self.name().clone(),
+                        timeout: self.config().queue_timeout,
+                    });
+                }
+            }
+        }
+        Ok(Some(InFlight {
+            backend: self.clone(),
+            trial,
+        }))
+    }
+
+    /// A response below 500 came back: the failure streak ends, and a
+    /// successful trial ends the ejection.
+    pub fn record_success(&self, slot: &InFlight) {
+        self.failures.store(0, Ordering::Release);
+        if slot.trial {
+            self.ejections.store(0, Ordering::Release);
+            self.ejected_until.store(0, Ordering::Release);
+            self.trial.store(false, Ordering::Release);
+            tracing::info!(backend = %self.name(), "trial request succeeded: backend back in service");
+        }
+    }
+
+    /// A transport error, timeout or 5xx: counts towards ejection; a failed
+    /// trial ejects again at once, for twice as long.
+    pub fn record_failure(&self, slot: &InFlight) {
+        let limit = self.config().consecutive_failures;
+        if slot.trial {
+            self.eject();
+            return;
+        }
+        if limit == 0 || self.ejected_until.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let streak = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if streak >= limit {
+            self.eject();
+        }
+    }
+
+    fn eject(&self) {
+        let round = self.ejections.fetch_add(1, Ordering::AcqRel);
+        let base = self.config().ejection_time;
+        let cap = defaults::EJECTION_TIME_MAX.max(base);
+        let length = base.saturating_mul(1u32 << round.min(16)).min(cap);
+        let until = self.now_ms() + length.as_millis() as u64;
+        self.ejected_until.store(until, Ordering::Release);
+        self.failures.store(0, Ordering::Release);
+        self.trial.store(false, Ordering::Release);
+        tracing::warn!(
+            backend = %self.name(),
+            ejection_ms = length.as_millis() as u64,
+            round = round + 1,
+            "backend ejected after consecutive failures"
+        );
+    }
+
+    /// The backend said `Retry-After: d` (503 or 429): nothing goes to it
+    /// before then (a short "saint mode").
+    pub fn back_off(&self, d: Duration) {
+        let d = d.min(defaults::BACKEND_RETRY_AFTER_MAX);
+        let until = self.now_ms() + d.as_millis() as u64;
+        self.backoff_until.fetch_max(until, Ordering::AcqRel);
+        tracing::info!(backend = %self.name(), backoff_ms = d.as_millis() as u64, "backend asked to back off (Retry-After)");
+    }
 }
+
+// === impl Pool ===
 
 /// A group of backends that share traffic.
 pub struct Pool {
     name: Arc<str>,
-    policy: Policy,
     members: Vec<Arc<Backend>>,
-    next: AtomicUsize,
+    director: Director,
+    budget: Budget,
 }
 
 impl Pool {
@@ -41,22 +315,43 @@ impl Pool {
         &self.name
     }
 
-    /// The backend the next request goes to.
-    pub fn pick(&self) -> Result<&Arc<Backend>, FetchError> {
-        if self.members.is_empty() {
-            return Err(FetchError::NoBackend {
-                pool: self.name.clone(),
-            });
+    /// Its backends, in configuration order.
+    pub fn members(&self) -> &[Arc<Backend>] {
+        &self.members
+    }
+
+    /// The retry budget shared by this pool's requests.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The backend for the next attempt: a usable one not in `tried` when
+    /// there is one, else any usable one (a pool of one retries the same
+    /// backend). `key` is the cache key text (for the `hash` policy).
+    pub fn pick(&self, key: &str, tried: &[usize]) -> Option<(usize, &Arc<Backend>)> {
+        let usable: Vec<bool> = self.members.iter().map(|b| b.is_usable()).collect();
+        let load = |i: usize| self.members[i].in_flight();
+        let index = self
+            .director
+            .pick(key, &|i| usable[i] && !tried.contains(&i), &load)
+            .or_else(|| self.director.pick(key, &|i| usable[i], &load))?;
+        Some((index, &self.members[index]))
+    }
+
+    /// When the pool may take traffic again, if every backend is known to be
+    /// unavailable until some time: the soonest of those times.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let mut soonest: Option<Duration> = None;
+        for backend in &self.members {
+            let at = backend.available_in()?;
+            soonest = Some(soonest.map_or(at, |s| s.min(at)));
         }
-        let index = match self.policy {
-            // Relaxed is enough: the counter only spreads load, it orders nothing.
-            Policy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % self.members.len(),
-        };
-        Ok(&self.members[index])
+        soonest
     }
 }
 
-/// Every backend and pool of one configuration.
+/// Every backend and pool of one configuration. Dropping it ends the probe
+/// tasks (they hold only weak references).
 pub struct Backends {
     /// In configuration order.
     pub backends: Vec<Arc<Backend>>,
@@ -65,25 +360,35 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Builds clients for every backend of `config` (no connection is opened yet).
+    /// Builds clients for every backend of `config` (no connection is opened
+    /// yet) and, inside a tokio runtime, starts one probe task per probed backend.
     pub fn new(config: &Config) -> Backends {
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
-            .map(|b| {
-                Arc::new(Backend {
-                    client: BackendClient::new(b.clone()),
-                })
-            })
+            .map(|b| Arc::new(Backend::new(b.clone())))
             .collect();
+        for backend in &backends {
+            if backend.health.is_some() {
+                probe::spawn(Arc::downgrade(backend));
+            }
+        }
         let pools = config
             .pools
             .iter()
-            .map(|p| Pool {
-                name: Arc::from(p.name.as_str()),
-                policy: p.policy,
-                members: p.backends.iter().map(|&i| backends[i].clone()).collect(),
-                next: AtomicUsize::new(0),
+            .map(|p| {
+                let members: Vec<Arc<Backend>> =
+                    p.backends.iter().map(|&i| backends[i].clone()).collect();
+                let weighted: Vec<(&str, u32)> = members
+                    .iter()
+                    .map(|b| (b.name().as_ref(), b.config().weight))
+                    .collect();
+                Pool {
+                    name: Arc::from(p.name.as_str()),
+                    director: Director::new(p.policy, &weighted),
+                    members,
+                    budget: Budget::new(config.retry.budget_percent),
+                }
             })
             .collect();
         Backends { backends, pools }

@@ -75,3 +75,83 @@ pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POOL_NAME: &str = "default";
 /// Where `shellac` looks for its configuration when `--config` is not given.
 pub const CONFIG_PATH: &str = "config/shellac.toml";
+
+/// `[server] synthetic_template`: none, the built-in "Guru Meditation" page.
+pub const SYNTHETIC_TEMPLATE: Option<&str> = None;
+/// `[server] debug_headers`: off, so clients see no internal reason
+/// (`X-Shellac-Error`) unless the operator asks for it.
+pub const DEBUG_HEADERS: bool = false;
+/// The bounds of a computed `Retry-After` on a synthetic 503: never "come
+/// back now" (a stampede), never more than five minutes (clients give up).
+pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
+/// See [`RETRY_AFTER_MIN`].
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// `[[backend]] weight`: relative share under the `random` and `hash` policies.
+pub const WEIGHT: u32 = 1;
+/// The largest accepted `weight`.
+pub const WEIGHT_MAX: u32 = 10_000;
+/// `[defaults] max_connections` (Varnish `.max_connections`, unlimited): 0
+/// means no cap on in-flight requests to one backend.
+pub const MAX_CONNECTIONS: usize = 0;
+/// `[defaults] queue_length`: requests beyond `max_connections` wait in a
+/// FIFO of at most this many; 0 refuses them at once. Varnish has no queue
+/// (it fails at once); we queue a little to absorb bursts.
+pub const QUEUE_LENGTH: usize = 100;
+/// `[defaults] queue_timeout`: the longest wait in that queue.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[defaults] consecutive_failures`: this many failed fetches in a row
+/// (transport errors, timeouts, 5xx) eject the backend; 0 disables passive
+/// ejection. Varnish has no passive ejection; Envoy's `consecutive_5xx` is 5.
+pub const CONSECUTIVE_FAILURES: u32 = 5;
+/// `[defaults] ejection_time`: how long an ejected backend gets no traffic
+/// the first time; it doubles on each repeat ejection (Envoy's
+/// `base_ejection_time` is 30 s; we prefer a faster first retry).
+pub const EJECTION_TIME: Duration = Duration::from_secs(10);
+/// The cap of the doubling ejection time (Envoy's `max_ejection_time`, 300 s),
+/// or `ejection_time` itself when that is larger.
+pub const EJECTION_TIME_MAX: Duration = Duration::from_secs(300);
+
+/// `probe.interval` (Varnish, 5 s): time between two probes of a backend.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// `probe.timeout` (Varnish, 2 s): a probe not answered within this failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// `probe.window` (Varnish, 8): how many recent probes are remembered.
+pub const PROBE_WINDOW: u32 = 8;
+/// The largest `probe.window` (Varnish's limit, 64: one bit per probe).
+pub const PROBE_WINDOW_MAX: u32 = 64;
+/// `probe.threshold` (Varnish, 3): healthy when at least this many of the
+/// window succeeded.
+pub const PROBE_THRESHOLD: u32 = 3;
+/// `probe.expected_status` (Varnish, 200).
+pub const PROBE_EXPECTED_STATUS: u16 = 200;
+/// `probe.url` (Varnish, "/"), used when neither `url` nor `request` is set.
+pub const PROBE_URL: &str = "/";
+// `probe.initial` defaults to `threshold - 1` (Varnish): the backend starts
+// sick and the first good probe makes it healthy.
+
+/// `[retry] max_retries` (Varnish `max_retries`, 4).
+pub const MAX_RETRIES: u32 = 4;
+/// `[retry] backoff_base`: the sleep before retry n is random in
+/// `[0, min(backoff_max, backoff_base × 2^n)]` (full jitter).
+pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
+/// `[retry] backoff_max`: the cap of that sleep.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// `[retry] budget_percent` (Linkerd's retry budget, 20 %): retries may add
+/// at most this share to the backend requests of the last
+/// [`RETRY_BUDGET_WINDOW`].
+pub const BUDGET_PERCENT: u32 = 20;
+/// The sliding window of the retry budget.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// Retries per second always allowed, whatever the budget says (Linkerd's
+/// `min_retries_per_second`, 10; ours is lower for small sites).
+pub const RETRY_MIN_PER_SECOND: u32 = 3;
+/// `[retry] retry_on`: which failures may be retried.
+pub const RETRY_ON: &[&str] = &["connect", "first_byte_timeout", "503", "502", "504"];
+/// A backend's own `Retry-After` is honoured up to this long.
+pub const BACKEND_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// `[[route]] priority`: order in a backend's queue, 0 (last) to 9 (first).
+pub const ROUTE_PRIORITY: u8 = 5;
+/// The highest route priority.
+pub const ROUTE_PRIORITY_MAX: u8 = 9;

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) pool: Vec<RawPool>,
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
+    #[serde(default)]
+    pub(super) retry: RawRetry,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +41,9 @@ pub(super) struct RawServer {
     pub(super) http_max_hdr: Option<Spanned<i64>>,
     pub(super) retry_after: Option<Spanned<ConfigDuration>>,
     pub(super) drain_timeout: Option<ConfigDuration>,
+    /// Path of an HTML template for synthetic pages; read at load time.
+    pub(super) synthetic_template: Option<Spanned<String>>,
+    pub(super) debug_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +72,12 @@ pub(super) struct RawBackendSettings {
     pub(super) http_resp_hdr_len: Option<Spanned<ByteSize>>,
     pub(super) http_resp_size: Option<Spanned<ByteSize>>,
     pub(super) backend_idle_timeout: Option<ConfigDuration>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) consecutive_failures: Option<Spanned<i64>>,
+    pub(super) ejection_time: Option<Spanned<ConfigDuration>>,
+    pub(super) queue_length: Option<Spanned<i64>>,
+    pub(super) queue_timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) probe: Option<RawProbe>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +91,13 @@ pub(super) struct RawBackend {
     pub(super) http_resp_hdr_len: Option<Spanned<ByteSize>>,
     pub(super) http_resp_size: Option<Spanned<ByteSize>>,
     pub(super) backend_idle_timeout: Option<ConfigDuration>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) consecutive_failures: Option<Spanned<i64>>,
+    pub(super) ejection_time: Option<Spanned<ConfigDuration>>,
+    pub(super) queue_length: Option<Spanned<i64>>,
+    pub(super) queue_timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) probe: Option<RawProbe>,
+    pub(super) weight: Option<Spanned<i64>>,
 }
 
 impl RawBackend {
@@ -92,6 +110,12 @@ impl RawBackend {
             http_resp_hdr_len: self.http_resp_hdr_len.clone(),
             http_resp_size: self.http_resp_size.clone(),
             backend_idle_timeout: self.backend_idle_timeout,
+            max_connections: self.max_connections.clone(),
+            consecutive_failures: self.consecutive_failures.clone(),
+            ejection_time: self.ejection_time.clone(),
+            queue_length: self.queue_length.clone(),
+            queue_timeout: self.queue_timeout.clone(),
+            probe: self.probe.clone(),
         }
     }
 }
@@ -110,4 +134,36 @@ pub(super) struct RawRoute {
     pub(super) host: Option<Spanned<String>>,
     pub(super) path_prefix: Option<Spanned<String>>,
     pub(super) pool: Option<Spanned<String>>,
+    pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) priority: Option<Spanned<i64>>,
+    pub(super) first_byte_timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) pass: Option<bool>,
+    pub(super) ttl: Option<ConfigDuration>,
+    pub(super) grace: Option<ConfigDuration>,
+}
+
+/// `[defaults.probe]` or `[backend.probe]`: a Varnish-style health probe.
+/// A backend's own probe table overrides `[defaults.probe]` key by key.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) request: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<ConfigDuration>>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) window: Option<Spanned<i64>>,
+    pub(super) threshold: Option<Spanned<i64>>,
+    pub(super) initial: Option<Spanned<i64>>,
+    pub(super) expected_status: Option<Spanned<i64>>,
+}
+
+/// `[retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub(super) max_retries: Option<Spanned<i64>>,
+    pub(super) backoff_base: Option<Spanned<ConfigDuration>>,
+    pub(super) backoff_max: Option<Spanned<ConfigDuration>>,
+    pub(super) budget_percent: Option<Spanned<i64>>,
+    pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
 }

@@ -15,8 +15,10 @@ pub mod units;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::Method;
 use toml::Spanned;
 
 pub use defaults::CONFIG_PATH;
@@ -24,7 +26,7 @@ pub use error::ConfigError;
 pub use units::{parse_duration, parse_size};
 
 use error::Locator;
-use file::{RawBackendSettings, RawConfig};
+use file::{RawBackendSettings, RawConfig, RawProbe};
 use units::ConfigDuration;
 
 /// hyper's smallest HTTP/1 read buffer; request and response heads up to
@@ -46,6 +48,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// `[[route]]`, most specific first; the last one always matches.
     pub routes: Vec<RouteConfig>,
+    /// `[retry]`.
+    pub retry: RetryConfig,
 }
 
 /// `[server]`.
@@ -67,6 +71,11 @@ pub struct ServerConfig {
     pub retry_after: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+    /// The text of `synthetic_template`, read when the configuration was
+    /// loaded (so a missing file fails `--check`, not the first error page).
+    pub synthetic_template: Option<Arc<str>>,
+    /// Send `X-Shellac-Error: <reason>` on synthetic responses.
+    pub debug_headers: bool,
 }
 
 /// `[cache]`.
@@ -114,6 +123,97 @@ pub struct BackendConfig {
     pub http_resp_size: usize,
     /// Pooled connections unused this long are closed.
     pub backend_idle_timeout: Duration,
+    /// Relative share of traffic under the `random` and `hash` policies.
+    pub weight: u32,
+    /// The most in-flight requests; 0 means unlimited.
+    pub max_connections: usize,
+    /// How many requests may wait for a free slot when `max_connections` is reached.
+    pub queue_length: usize,
+    /// The longest a request waits in that queue.
+    pub queue_timeout: Duration,
+    /// Failed fetches in a row that eject the backend; 0 disables ejection.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; it doubles on each repeat.
+    pub ejection_time: Duration,
+    /// The active health probe, if any (none: always healthy).
+    pub probe: Option<ProbeConfig>,
+}
+
+impl BackendConfig {
+    /// A backend at `addr` with every setting at its built-in default.
+    pub fn with_defaults(name: &str, addr: SocketAddr) -> BackendConfig {
+        BackendConfig {
+            name: name.to_string(),
+            address: addr.to_string(),
+            addr,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            first_byte_timeout: defaults::FIRST_BYTE_TIMEOUT,
+            between_bytes_timeout: defaults::BETWEEN_BYTES_TIMEOUT,
+            http_resp_hdr_len: defaults::HTTP_RESP_HDR_LEN as usize,
+            http_resp_size: defaults::HTTP_RESP_SIZE as usize,
+            backend_idle_timeout: defaults::BACKEND_IDLE_TIMEOUT,
+            weight: defaults::WEIGHT,
+            max_connections: defaults::MAX_CONNECTIONS,
+            queue_length: defaults::QUEUE_LENGTH,
+            queue_timeout: defaults::QUEUE_TIMEOUT,
+            consecutive_failures: defaults::CONSECUTIVE_FAILURES,
+            ejection_time: defaults::EJECTION_TIME,
+            probe: None,
+        }
+    }
+}
+
+/// A backend's health probe (`[backend.probe]` over `[defaults.probe]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// The raw HTTP/1.1 request sent (built from `url`, or `request` as written).
+    pub request: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// A probe not answered within this failed.
+    pub timeout: Duration,
+    /// How many recent probes count (1..=64).
+    pub window: u32,
+    /// Healthy when at least this many of the window succeeded.
+    pub threshold: u32,
+    /// Successes assumed at start.
+    pub initial: u32,
+    /// The status a good probe answers with.
+    pub expected_status: u16,
+}
+
+/// `[retry]`.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Full-jitter backoff: the sleep before retry n is random in
+    /// `[0, min(backoff_max, backoff_base × 2^n)]`.
+    pub backoff_base: Duration,
+    /// The cap of that sleep.
+    pub backoff_max: Duration,
+    /// Retries may add at most this percentage to recent first attempts.
+    pub budget_percent: u32,
+    /// Which failures may be retried.
+    pub retry_on: RetryOn,
+}
+
+/// The parsed `retry_on` list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `"connect"`: refused, failed or timed-out connects (never sent).
+    pub connect: bool,
+    /// `"first_byte_timeout"`.
+    pub first_byte_timeout: bool,
+    /// `"invalid_response"`: the backend closed or sent something not HTTP.
+    pub invalid_response: bool,
+    /// Response statuses, e.g. 502, 503, 504.
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// The tokens `retry_on` accepts besides status codes.
+    pub const WORDS: [&'static str; 3] = ["connect", "first_byte_timeout", "invalid_response"];
 }
 
 /// How a pool chooses among its healthy backends.
@@ -121,6 +221,31 @@ pub struct BackendConfig {
 pub enum Policy {
     /// Each backend in turn.
     RoundRobin,
+    /// At random, in proportion to `weight`.
+    Random,
+    /// Consistent hashing of the cache key: each object has a home backend.
+    Hash,
+    /// The first healthy backend in the pool's order.
+    Fallback,
+    /// The fewest in-flight requests; ties broken at random.
+    LeastBusy,
+}
+
+impl Policy {
+    /// The names `[[pool]] policy` accepts.
+    pub const NAMES: [&'static str; 5] =
+        ["round_robin", "random", "hash", "fallback", "least_busy"];
+
+    fn from_name(name: &str) -> Option<Policy> {
+        Some(match name {
+            "round_robin" => Policy::RoundRobin,
+            "random" => Policy::Random,
+            "hash" => Policy::Hash,
+            "fallback" => Policy::Fallback,
+            "least_busy" => Policy::LeastBusy,
+            _ => return None,
+        })
+    }
 }
 
 /// One `[[pool]]`.
@@ -141,8 +266,41 @@ pub struct RouteConfig {
     pub host: Option<String>,
     /// Path prefix match.
     pub path_prefix: Option<String>,
+    /// Method match (any of these); `None` matches every method.
+    pub methods: Option<Vec<Method>>,
     /// Index into [`Config::pools`].
     pub pool: usize,
+    /// Queue order at a busy backend: 9 first, 0 last (default 5).
+    pub priority: u8,
+    /// Overrides the backends' `first_byte_timeout` for this route.
+    pub first_byte_timeout: Option<Duration>,
+    /// Never look up or store in the cache.
+    pub pass: bool,
+    /// Overrides the freshness lifetime of stored responses.
+    pub ttl: Option<Duration>,
+    /// How long a stale object may still be served (for the cache side).
+    pub grace: Option<Duration>,
+}
+
+impl RouteConfig {
+    /// A route matching everything, sending it to pool `pool`.
+    pub fn catch_all(pool: usize) -> RouteConfig {
+        RouteConfig {
+            host: None,
+            path_prefix: None,
+            methods: None,
+            pool,
+            priority: defaults::ROUTE_PRIORITY,
+            first_byte_timeout: None,
+            pass: false,
+            ttl: None,
+            grace: None,
+        }
+    }
+
+    fn is_catch_all(&self) -> bool {
+        self.host.is_none() && self.path_prefix.is_none() && self.methods.is_none()
+    }
 }
 
 // === impl Config ===
@@ -171,17 +329,9 @@ impl Config {
             .backends
             .first()
             .cloned()
-            .unwrap_or_else(|| BackendConfig {
-                name: String::new(),
-                address: String::new(),
-                addr,
-                connect_timeout: defaults::CONNECT_TIMEOUT,
-                first_byte_timeout: defaults::FIRST_BYTE_TIMEOUT,
-                between_bytes_timeout: defaults::BETWEEN_BYTES_TIMEOUT,
-                http_resp_hdr_len: defaults::HTTP_RESP_HDR_LEN as usize,
-                http_resp_size: defaults::HTTP_RESP_SIZE as usize,
-                backend_idle_timeout: defaults::BACKEND_IDLE_TIMEOUT,
-            });
+            .unwrap_or_else(|| BackendConfig::with_defaults(name, addr));
+        // The demo origin has no health URL of the configured app.
+        backend.probe = None;
         backend.name = name.to_string();
         backend.address = addr.to_string();
         backend.addr = addr;
@@ -191,11 +341,7 @@ impl Config {
             policy: Policy::RoundRobin,
             backends: vec![0],
         }];
-        self.routes = vec![RouteConfig {
-            host: None,
-            path_prefix: None,
-            pool: 0,
-        }];
+        self.routes = vec![RouteConfig::catch_all(0)];
         self
     }
 }
@@ -205,11 +351,12 @@ fn span<T>(value: &Spanned<T>) -> Option<Range<usize>> {
 }
 
 fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, ConfigError> {
-    let server = build_server(&raw, loc)?;
+    let server = build_server(path, &raw, loc)?;
     let cache = build_cache(&raw, loc)?;
     let backends = build_backends(&raw, loc)?;
     let pools = build_pools(&raw, &backends, loc)?;
     let routes = build_routes(&raw, &pools, loc)?;
+    let retry = build_retry(&raw, loc)?;
     Ok(Config {
         file: path.to_path_buf(),
         server,
@@ -217,6 +364,7 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
         backends,
         pools,
         routes,
+        retry,
     })
 }
 
@@ -231,7 +379,11 @@ fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-fn build_server(raw: &RawConfig, loc: &Locator<'_>) -> Result<ServerConfig, ConfigError> {
+fn build_server(
+    path: &Path,
+    raw: &RawConfig,
+    loc: &Locator<'_>,
+) -> Result<ServerConfig, ConfigError> {
     let s = &raw.server;
     let listen_texts: Vec<String> = match &s.listen {
         None => vec![defaults::LISTEN.to_string()],
@@ -272,6 +424,27 @@ fn build_server(raw: &RawConfig, loc: &Locator<'_>) -> Result<ServerConfig, Conf
             ))
         }
     };
+    let synthetic_template = match &s.synthetic_template {
+        None => defaults::SYNTHETIC_TEMPLATE.map(Arc::from),
+        Some(file) => {
+            // A relative path is relative to the configuration file.
+            let name = Path::new(file.get_ref());
+            let full = match path.parent() {
+                Some(dir) if name.is_relative() => dir.join(name),
+                _ => name.to_path_buf(),
+            };
+            let text = std::fs::read_to_string(&full).map_err(|e| {
+                loc.error(
+                    span(file),
+                    format!(
+                        "expected a readable UTF-8 HTML file, cannot read \"{}\": {e}",
+                        full.display()
+                    ),
+                )
+            })?;
+            Some(Arc::from(text))
+        }
+    };
     Ok(ServerConfig {
         listen,
         timeout_idle: s.timeout_idle.map_or(defaults::TIMEOUT_IDLE, |d| d.0),
@@ -281,6 +454,8 @@ fn build_server(raw: &RawConfig, loc: &Locator<'_>) -> Result<ServerConfig, Conf
         http_max_hdr,
         retry_after: positive_duration(&s.retry_after, defaults::RETRY_AFTER, loc)?,
         drain_timeout: s.drain_timeout.map_or(defaults::DRAIN_TIMEOUT, |d| d.0),
+        synthetic_template,
+        debug_headers: s.debug_headers.unwrap_or(defaults::DEBUG_HEADERS),
     })
 }
 
@@ -329,10 +504,142 @@ fn positive_size(
     }
 }
 
+/// The backend's own value when set, else the `[defaults]` one.
+fn either<'a, T>(own: &'a Option<T>, dflt: &'a Option<T>) -> Option<&'a T> {
+    own.as_ref().or(dflt.as_ref())
+}
+
+/// An integer setting within `range`, or `default` when absent.
+fn int_in(
+    value: Option<&Spanned<i64>>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+    loc: &Locator<'_>,
+) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if range.contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(loc.error(
+            span(v),
+            format!(
+                "expected {what} from {} to {}, found {}",
+                range.start(),
+                range.end(),
+                v.get_ref()
+            ),
+        )),
+    }
+}
+
+/// A probe table: `own` overrides `dflt` key by key.
+fn build_probe(
+    dflt: Option<&RawProbe>,
+    own: Option<&RawProbe>,
+    address: &str,
+    loc: &Locator<'_>,
+) -> Result<Option<ProbeConfig>, ConfigError> {
+    let empty = RawProbe::default();
+    let (d, o) = match (dflt, own) {
+        (None, None) => return Ok(None),
+        (d, o) => (d.unwrap_or(&empty), o.unwrap_or(&empty)),
+    };
+    for table in [d, o] {
+        if let (Some(_), Some(request)) = (&table.url, &table.request) {
+            return Err(loc.error(
+                span(request),
+                "expected either `url` or `request` in a probe, found both",
+            ));
+        }
+    }
+    // `url` and `request` are one choice: the backend's own wins as a whole.
+    let (url, request) = if o.url.is_some() || o.request.is_some() {
+        (&o.url, &o.request)
+    } else {
+        (&d.url, &d.request)
+    };
+    let request = match (url, request) {
+        (_, Some(r)) => {
+            let text = r.get_ref();
+            let line_ok = text.split_once(' ').is_some_and(|(method, _)| {
+                !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase())
+            });
+            if !line_ok || !text.ends_with("\r\n\r\n") {
+                return Err(loc.error(
+                    span(r),
+                    "expected a whole HTTP/1.1 request such as \"GET /health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\" (ending with an empty line)",
+                ));
+            }
+            text.clone()
+        }
+        (Some(u), None) => {
+            let text = u.get_ref();
+            if !text.starts_with('/') || text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(loc.error(
+                    span(u),
+                    format!("expected a path starting with \"/\" without spaces or control characters, found {text:?}"),
+                ));
+            }
+            probe_request(text, address)
+        }
+        (None, None) => probe_request(defaults::PROBE_URL, address),
+    };
+    let pick_d = |own: &Option<Spanned<ConfigDuration>>,
+                  dflt: &Option<Spanned<ConfigDuration>>,
+                  builtin: Duration| {
+        positive_duration(if own.is_some() { own } else { dflt }, builtin, loc)
+    };
+    let window = int_in(
+        either(&o.window, &d.window),
+        i64::from(defaults::PROBE_WINDOW),
+        1..=i64::from(defaults::PROBE_WINDOW_MAX),
+        "a probe window",
+        loc,
+    )?;
+    let threshold = int_in(
+        either(&o.threshold, &d.threshold),
+        i64::from(defaults::PROBE_THRESHOLD).min(window),
+        1..=window,
+        "a threshold (at most the window)",
+        loc,
+    )?;
+    let initial = int_in(
+        either(&o.initial, &d.initial),
+        threshold - 1,
+        0..=window,
+        "a number of initial successes (at most the window)",
+        loc,
+    )?;
+    let expected_status = int_in(
+        either(&o.expected_status, &d.expected_status),
+        i64::from(defaults::PROBE_EXPECTED_STATUS),
+        100..=599,
+        "an HTTP status",
+        loc,
+    )?;
+    Ok(Some(ProbeConfig {
+        request,
+        interval: pick_d(&o.interval, &d.interval, defaults::PROBE_INTERVAL)?,
+        timeout: pick_d(&o.timeout, &d.timeout, defaults::PROBE_TIMEOUT)?,
+        // The ranges above make these conversions lossless.
+        window: window as u32,
+        threshold: threshold as u32,
+        initial: initial as u32,
+        expected_status: expected_status as u16,
+    }))
+}
+
+/// The probe request for `url`, as Varnish builds it: HTTP/1.1, the
+/// backend's address as `Host`, and `Connection: close`.
+fn probe_request(url: &str, address: &str) -> String {
+    format!("GET {url} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nUser-Agent: shellac-probe\r\n\r\n")
+}
+
 /// `[defaults]` overlaid with one backend's own settings.
 fn backend_settings(
     defaults_raw: &RawBackendSettings,
     own: &RawBackendSettings,
+    address: &str,
     loc: &Locator<'_>,
 ) -> Result<BackendSettings, ConfigError> {
     // A backend's own value wins over `[defaults]`, which wins over the built-in default.
@@ -376,10 +683,56 @@ fn backend_settings(
             .backend_idle_timeout
             .or(defaults_raw.backend_idle_timeout)
             .map_or(defaults::BACKEND_IDLE_TIMEOUT, |d| d.0),
+        max_connections: int_in(
+            either(&own.max_connections, &defaults_raw.max_connections),
+            defaults::MAX_CONNECTIONS as i64,
+            0..=1_000_000,
+            "a number of connections (0: unlimited)",
+            loc,
+        )? as usize,
+        queue_length: int_in(
+            either(&own.queue_length, &defaults_raw.queue_length),
+            defaults::QUEUE_LENGTH as i64,
+            0..=1_000_000,
+            "a queue length (0: no queue)",
+            loc,
+        )? as usize,
+        queue_timeout: pick_d(
+            &own.queue_timeout,
+            &defaults_raw.queue_timeout,
+            defaults::QUEUE_TIMEOUT,
+        )?,
+        consecutive_failures: int_in(
+            either(
+                &own.consecutive_failures,
+                &defaults_raw.consecutive_failures,
+            ),
+            i64::from(defaults::CONSECUTIVE_FAILURES),
+            0..=1_000_000,
+            "a number of failures (0: no ejection)",
+            loc,
+        )? as u32,
+        ejection_time: pick_d(
+            &own.ejection_time,
+            &defaults_raw.ejection_time,
+            defaults::EJECTION_TIME,
+        )?,
+        probe: build_probe(
+            defaults_raw.probe.as_ref(),
+            own.probe.as_ref(),
+            address,
+            loc,
+        )?,
     })
 }
 
 struct BackendSettings {
+    max_connections: usize,
+    queue_length: usize,
+    queue_timeout: Duration,
+    consecutive_failures: u32,
+    ejection_time: Duration,
+    probe: Option<ProbeConfig>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     between_bytes_timeout: Duration,
@@ -417,7 +770,14 @@ fn build_backends(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<BackendConfi
         let addr = resolve(&address)
             .map_err(|m| loc.error(span(&b.address), m))?
             .remove(0);
-        let s = backend_settings(&raw.defaults, &b.settings(), loc)?;
+        let s = backend_settings(&raw.defaults, &b.settings(), &address, loc)?;
+        let weight = int_in(
+            b.weight.as_ref(),
+            i64::from(defaults::WEIGHT),
+            1..=i64::from(defaults::WEIGHT_MAX),
+            "a weight",
+            loc,
+        )? as u32;
         backends.push(BackendConfig {
             name,
             address,
@@ -428,11 +788,23 @@ fn build_backends(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<BackendConfi
             http_resp_hdr_len: s.http_resp_hdr_len,
             http_resp_size: s.http_resp_size,
             backend_idle_timeout: s.backend_idle_timeout,
+            weight,
+            max_connections: s.max_connections,
+            queue_length: s.queue_length,
+            queue_timeout: s.queue_timeout,
+            consecutive_failures: s.consecutive_failures,
+            ejection_time: s.ejection_time,
+            probe: s.probe,
         });
     }
     // `[defaults]` is checked even when every backend overrides it, so a typo
     // there never waits for the day a new backend relies on it.
-    backend_settings(&raw.defaults, &RawBackendSettings::default(), loc)?;
+    backend_settings(
+        &raw.defaults,
+        &RawBackendSettings::default(),
+        "localhost",
+        loc,
+    )?;
     Ok(backends)
 }
 
@@ -457,14 +829,18 @@ fn build_pools(
                 format!("expected a unique pool name, \"{name}\" is used twice"),
             ));
         }
-        let policy = match p.policy.as_ref().map(|s| s.get_ref().as_str()) {
-            None | Some("round_robin") => Policy::RoundRobin,
-            Some(other) => {
-                return Err(loc.error(
-                    p.policy.as_ref().and_then(span),
-                    format!("expected a policy from: round_robin; found \"{other}\""),
-                ))
-            }
+        let policy = match p.policy.as_ref() {
+            None => Policy::RoundRobin,
+            Some(name) => Policy::from_name(name.get_ref()).ok_or_else(|| {
+                loc.error(
+                    span(name),
+                    format!(
+                        "expected a policy from: {}; found \"{}\"",
+                        Policy::NAMES.join(", "),
+                        name.get_ref()
+                    ),
+                )
+            })?,
         };
         if p.backends.get_ref().is_empty() {
             return Err(loc.error(span(&p.backends), "expected at least one backend name"));
@@ -542,10 +918,58 @@ fn build_routes(
             Some(p) => Some(p.get_ref().clone()),
             None => None,
         };
+        let methods = match &r.methods {
+            None => None,
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(loc.error(
+                    span(list),
+                    "expected at least one method, e.g. [\"GET\", \"HEAD\"]",
+                ))
+            }
+            Some(list) => {
+                let mut methods = Vec::new();
+                for m in list.get_ref() {
+                    let text = m.get_ref();
+                    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase());
+                    let method = Method::from_bytes(text.as_bytes())
+                        .ok()
+                        .filter(|_| valid)
+                        .ok_or_else(|| {
+                            loc.error(
+                                span(m),
+                                format!("expected an upper-case HTTP method such as \"GET\", found {text:?}"),
+                            )
+                        })?;
+                    methods.push(method);
+                }
+                Some(methods)
+            }
+        };
+        let priority = int_in(
+            r.priority.as_ref(),
+            i64::from(defaults::ROUTE_PRIORITY),
+            0..=i64::from(defaults::ROUTE_PRIORITY_MAX),
+            "a priority",
+            loc,
+        )? as u8;
+        let first_byte_timeout = match &r.first_byte_timeout {
+            None => None,
+            Some(_) => Some(positive_duration(
+                &r.first_byte_timeout,
+                defaults::FIRST_BYTE_TIMEOUT,
+                loc,
+            )?),
+        };
         routes.push(RouteConfig {
             host,
             path_prefix,
+            methods,
             pool,
+            priority,
+            first_byte_timeout,
+            pass: r.pass.unwrap_or(false),
+            ttl: r.ttl.map(|d| d.0),
+            grace: r.grace.map(|d| d.0),
         });
     }
     // Most specific first: a host match beats none, then the longer prefix.
@@ -554,20 +978,14 @@ fn build_routes(
         (
             std::cmp::Reverse(r.host.is_some()),
             std::cmp::Reverse(r.path_prefix.as_ref().map_or(0, |p| p.len())),
+            std::cmp::Reverse(r.methods.is_some()),
         )
     });
-    if !routes
-        .iter()
-        .any(|r| r.host.is_none() && r.path_prefix.is_none())
-    {
+    if !routes.iter().any(RouteConfig::is_catch_all) {
         // The catch-all: everything no route claims goes to pool "default",
         // when there is one; otherwise unmatched requests get a 503.
         if let Some(pool) = pools.iter().position(|p| p.name == defaults::POOL_NAME) {
-            routes.push(RouteConfig {
-                host: None,
-                path_prefix: None,
-                pool,
-            });
+            routes.push(RouteConfig::catch_all(pool));
         } else if raw.route.is_empty() {
             return Err(loc.error_at_key(
                 raw.pool.first().map(|p| p.name.span()),
@@ -577,6 +995,75 @@ fn build_routes(
         }
     }
     Ok(routes)
+}
+
+fn build_retry(raw: &RawConfig, loc: &Locator<'_>) -> Result<RetryConfig, ConfigError> {
+    let r = &raw.retry;
+    let max_retries = int_in(
+        r.max_retries.as_ref(),
+        i64::from(defaults::MAX_RETRIES),
+        0..=100,
+        "a number of retries",
+        loc,
+    )? as u32;
+    let backoff_base = positive_duration(&r.backoff_base, defaults::BACKOFF_BASE, loc)?;
+    let backoff_max = positive_duration(&r.backoff_max, defaults::BACKOFF_MAX, loc)?;
+    if backoff_max < backoff_base {
+        let at = r
+            .backoff_max
+            .as_ref()
+            .or(r.backoff_base.as_ref())
+            .map(|v| v.span());
+        return Err(loc.error_at_key(
+            at,
+            "retry.backoff_max",
+            format!("expected backoff_max ({backoff_max:?}) to be at least backoff_base ({backoff_base:?})"),
+        ));
+    }
+    let budget_percent = int_in(
+        r.budget_percent.as_ref(),
+        i64::from(defaults::BUDGET_PERCENT),
+        0..=100,
+        "a percentage",
+        loc,
+    )? as u32;
+    let mut retry_on = RetryOn::default();
+    let words: Vec<String> = match &r.retry_on {
+        None => defaults::RETRY_ON.iter().map(|w| w.to_string()).collect(),
+        Some(list) => list.get_ref().iter().map(|w| w.get_ref().clone()).collect(),
+    };
+    for (i, word) in words.iter().enumerate() {
+        match word.as_str() {
+            "connect" => retry_on.connect = true,
+            "first_byte_timeout" => retry_on.first_byte_timeout = true,
+            "invalid_response" => retry_on.invalid_response = true,
+            status => match status.parse::<u16>() {
+                Ok(code) if (400..=599).contains(&code) => retry_on.statuses.push(code),
+                _ => {
+                    let at = r
+                        .retry_on
+                        .as_ref()
+                        .and_then(|list| list.get_ref().get(i))
+                        .map(|w| w.span());
+                    return Err(loc.error_at_key(
+                        at,
+                        "retry.retry_on",
+                        format!(
+                            "expected {} or a status from 400 to 599, found {status:?}",
+                            RetryOn::WORDS.join(", ")
+                        ),
+                    ));
+                }
+            },
+        }
+    }
+    Ok(RetryConfig {
+        max_retries,
+        backoff_base,
+        backoff_max,
+        budget_percent,
+        retry_on,
+    })
 }
 
 #[cfg(test)]
@@ -651,5 +1138,136 @@ mod tests {
     fn missing_backend_is_an_error() {
         let err = parse("[server]\n").unwrap_err();
         assert!(err.to_string().contains("[[backend]]"), "{err}");
+    }
+
+    const TWO: &str = "[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n";
+
+    #[test]
+    fn backend_resilience_defaults_are_varnish_like() {
+        let c = parse(TWO).expect("valid");
+        let b = &c.backends[0];
+        assert_eq!(b.weight, 1);
+        assert_eq!(b.max_connections, 0);
+        assert_eq!(b.queue_length, 100);
+        assert_eq!(b.queue_timeout, Duration::from_secs(5));
+        assert_eq!(b.consecutive_failures, 5);
+        assert_eq!(b.ejection_time, Duration::from_secs(10));
+        assert_eq!(b.probe, None);
+        assert_eq!(c.retry.max_retries, 4);
+        assert_eq!(c.retry.backoff_base, Duration::from_millis(50));
+        assert_eq!(c.retry.backoff_max, Duration::from_secs(2));
+        assert_eq!(c.retry.budget_percent, 20);
+        assert!(c.retry.retry_on.connect && c.retry.retry_on.first_byte_timeout);
+        assert_eq!(c.retry.retry_on.statuses, vec![503, 502, 504]);
+        assert!(!c.server.debug_headers);
+        assert!(c.server.synthetic_template.is_none());
+    }
+
+    #[test]
+    fn probe_defaults_merge_with_backend_probe() {
+        let text = format!(
+            "[defaults.probe]\nurl = \"/health\"\ninterval = \"1s\"\nwindow = 5\n{TWO}[backend.probe]\nthreshold = 4\n"
+        );
+        let c = parse(&text).expect("valid");
+        let a = c.backends[0]
+            .probe
+            .as_ref()
+            .expect("a has the default probe");
+        assert_eq!(a.interval, Duration::from_secs(1));
+        assert_eq!((a.window, a.threshold, a.initial), (5, 3, 2));
+        assert_eq!(a.timeout, Duration::from_secs(2));
+        assert_eq!(a.expected_status, 200);
+        assert!(a
+            .request
+            .starts_with("GET /health HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"));
+        let b = c.backends[1].probe.as_ref().expect("b has its own probe");
+        assert_eq!((b.window, b.threshold, b.initial), (5, 4, 3));
+    }
+
+    #[test]
+    fn probe_errors_name_line_and_key() {
+        let text = format!("{TWO}[backend.probe]\nwindow = 4\nthreshold = 5\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line(), Some(9), "{err}");
+        assert_eq!(err.key(), Some("backend[1].probe.threshold"), "{err}");
+        let text = format!("{TWO}[backend.probe]\nurl = \"/a b\"\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key(), Some("backend[1].probe.url"), "{err}");
+        let text = format!("{TWO}[backend.probe]\nrequest = \"GET / HTTP/1.1\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("empty line"), "{err}");
+        let text = format!("[defaults.probe]\nwindow = 0\n{TWO}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key(), Some("defaults.probe.window"), "{err}");
+    }
+
+    #[test]
+    fn pools_routes_and_retry_keys() {
+        let text = format!(
+            "{TWO}weight = 3\nmax_connections = 2\nqueue_length = 0\n[[pool]]\nname = \"default\"\npolicy = \"hash\"\nbackends = [\"a\", \"b\"]\n[[route]]\npath_prefix = \"/x\"\nmethods = [\"POST\"]\npriority = 9\nfirst_byte_timeout = \"90s\"\npass = true\nttl = \"1h\"\ngrace = \"10s\"\n[retry]\nmax_retries = 2\nretry_on = [\"connect\", \"429\"]\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.backends[1].weight, 3);
+        assert_eq!(c.backends[1].max_connections, 2);
+        assert_eq!(c.backends[1].queue_length, 0);
+        assert_eq!(c.pools[0].policy, Policy::Hash);
+        let r = &c.routes[0];
+        assert_eq!(r.methods.as_deref(), Some(&[Method::POST][..]));
+        assert_eq!(r.priority, 9);
+        assert_eq!(r.first_byte_timeout, Some(Duration::from_secs(90)));
+        assert!(r.pass);
+        assert_eq!(r.ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(r.grace, Some(Duration::from_secs(10)));
+        assert_eq!(c.routes[1].priority, 5, "the implicit catch-all");
+        assert_eq!(c.retry.max_retries, 2);
+        assert_eq!(c.retry.retry_on.statuses, vec![429]);
+        assert!(!c.retry.retry_on.first_byte_timeout);
+    }
+
+    #[test]
+    fn bad_policy_priority_and_retry_on_are_refused() {
+        let err = parse(&format!(
+            "{TWO}[[pool]]\nname = \"default\"\npolicy = \"fastest\"\nbackends = [\"a\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("pool[0].policy"), "{err}");
+        assert!(err.to_string().contains("least_busy"), "{err}");
+        let err = parse(&format!("{TWO}[[route]]\npriority = 10\n")).unwrap_err();
+        assert_eq!(err.key(), Some("route[0].priority"), "{err}");
+        let err = parse(&format!(
+            "{TWO}[retry]\nretry_on = [\"connect\", \"often\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("retry.retry_on"), "{err}");
+        assert_eq!(err.line(), Some(8), "{err}");
+        let err = parse(&format!(
+            "{TWO}[retry]\nbackoff_base = \"1s\"\nbackoff_max = \"10ms\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("retry.backoff_max"), "{err}");
+        let err = parse(&format!("{TWO}weight = 0\n")).unwrap_err();
+        assert_eq!(err.key(), Some("backend[1].weight"), "{err}");
+        let err = parse(&format!("{TWO}[[route]]\nmethods = [\"get\"]\n")).unwrap_err();
+        assert_eq!(err.key(), Some("route[0].methods"), "{err}");
+    }
+
+    #[test]
+    fn synthetic_template_is_read_at_load_and_must_exist() {
+        let dir = std::env::temp_dir().join(format!("shellac-tpl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("page.html"), "<p>{{status}} {{reason}}</p>").expect("write");
+        let text =
+            format!("[server]\nsynthetic_template = \"page.html\"\ndebug_headers = true\n{TWO}");
+        let c = Config::parse(&dir.join("shellac.toml"), &text).expect("valid");
+        assert_eq!(
+            c.server.synthetic_template.as_deref(),
+            Some("<p>{{status}} {{reason}}</p>")
+        );
+        assert!(c.server.debug_headers);
+        let text = format!("[server]\nsynthetic_template = \"missing.html\"\n{TWO}");
+        let err = Config::parse(&dir.join("shellac.toml"), &text).unwrap_err();
+        assert_eq!(err.key(), Some("server.synthetic_template"), "{err}");
+        assert_eq!(err.line(), Some(2), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

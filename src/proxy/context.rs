@@ -56,6 +56,12 @@ pub struct RequestCtx {
     pub not_stored: Option<&'static str>,
     /// It waited for another request's fetch of the same key.
     pub collapsed: bool,
+    /// Retries made by the fetch phase (sent as `X-Shellac-Retries`).
+    pub retries: u32,
+    /// Every backend tried, in order.
+    pub tried: Vec<Arc<str>>,
+    /// The client prefers a JSON error body to HTML.
+    pub wants_json: bool,
 }
 
 impl RequestCtx {
@@ -71,6 +77,9 @@ impl RequestCtx {
             error: None,
             not_stored: None,
             collapsed: false,
+            retries: 0,
+            tried: Vec::new(),
+            wants_json: false,
         }
     }
 
@@ -86,7 +95,27 @@ impl RequestCtx {
             cache = self.outcome.as_str(),
             backend = self.backend.as_deref().unwrap_or("-"),
             error = self.error.unwrap_or("-"),
+            retries = self.retries,
+            tried = %Tried(&self.tried),
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
         );
+    }
+}
+
+/// The backends tried, comma-separated, for the log line.
+struct Tried<'a>(&'a [Arc<str>]);
+
+impl std::fmt::Display for Tried<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
     }
 }

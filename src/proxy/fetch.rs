@@ -1,22 +1,147 @@
-//! The fetch phase: choose a backend of the route's pool and send the
-//! request to it. Retries, backoff and the retry budget belong here.
+//! The fetch phase: choose a backend of the route's pool, take a slot of
+//! its capacity (maybe waiting in its queue), send, and retry what
+//! `[retry]` allows on another healthy backend after a full-jitter backoff,
+//! within the pool's retry budget.
+//!
+//! Each attempt's outcome also feeds the backend's passive ejection, and a
+//! 503/429 with `Retry-After` makes that backend back off. The backend's
+//! in-flight slot travels with the response body and is released when the
+//! body is done.
 
+use std::time::SystemTime;
+
+use http::header::RETRY_AFTER;
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 
 use super::RequestCtx;
-use crate::backend::{FetchError, Pool};
+use crate::backend::{FetchError, InFlight, Pool};
 use crate::body::Body;
+use crate::config::{RetryConfig, RouteConfig};
+use crate::retry::{self, Failure};
 
-/// Sends the prepared backend request to a backend of `pool`; records the
-/// backend tried in `ctx`.
+/// Sends the prepared backend request to a backend of `pool`, retrying as
+/// `[retry]` allows. `key` is the cache key text (for the `hash` policy).
+/// Records the backends tried and the retries in `ctx`.
 pub(super) async fn fetch(
     pool: &Pool,
+    route: &RouteConfig,
+    rules: &RetryConfig,
+    key: &str,
     parts: Parts,
     body: Body,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, FetchError> {
-    let backend = pool.pick()?;
-    ctx.backend = Some(backend.name().clone());
-    backend.client.send(Request::from_parts(parts, body)).await
+    // A request whose body is already complete (GET, HEAD, an empty POST)
+    // can be rebuilt from its head for a retry; a streamed body cannot.
+    let head = body.is_end_stream().then(|| parts.clone());
+    let mut request = Some(Request::from_parts(parts, body));
+    let method = ctx.method.clone();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error: Option<FetchError> = None;
+    pool.budget().record_request();
+    // Bounded even if trial slots keep being taken by others.
+    for _ in 0..(rules.max_retries as usize + pool.members().len() + 1) {
+        // 1. Pick: a usable backend, another one than before when there is one.
+        let Some((index, backend)) = pool.pick(key, &tried) else {
+            break;
+        };
+        tried.push(index);
+        // 2. A slot: at once, after queueing, or a 503 at once (load shedding).
+        let Some(slot) = backend.admit(route.priority).await? else {
+            continue; // another request took the one trial after an ejection
+        };
+        ctx.backend = Some(backend.name().clone());
+        ctx.tried.push(backend.name().clone());
+        let Some(req) = request
+            .take()
+            .or_else(|| head.clone().map(|h| Request::from_parts(h, Body::Empty)))
+        else {
+            break;
+        };
+        // 3. Send, and judge the answer.
+        let timeout = route
+            .first_byte_timeout
+            .unwrap_or(backend.client.config().first_byte_timeout);
+        match backend.client.send_returning(req, timeout).await {
+            Ok(response) => {
+                let status = response.status();
+                honour_retry_after(&slot, &response);
+                if status.is_server_error() {
+                    backend.record_failure(&slot);
+                } else {
+                    backend.record_success(&slot);
+                }
+                if !retry::may_retry(rules, &method, Failure::Status(status), ctx.retries)
+                    || !can_resend(&request, &head)
+                    || !pool.budget().try_retry()
+                {
+                    return Ok(hold_slot(response, slot));
+                }
+                tracing::info!(xid = ctx.xid, backend = %backend.name(), status = status.as_u16(), retry = ctx.retries + 1, "retrying after backend status");
+            }
+            Err(failure) => {
+                if failure.error.counts_against_backend() {
+                    backend.record_failure(&slot);
+                }
+                if let Some(returned) = failure.request {
+                    request = Some(*returned);
+                }
+                let error = failure.error;
+                // A request that never reached the backend added no load to
+                // it, so its retry does not draw on the budget.
+                if !retry::may_retry(rules, &method, Failure::Error(&error), ctx.retries)
+                    || !can_resend(&request, &head)
+                    || !(error.never_sent() || pool.budget().try_retry())
+                {
+                    return Err(error);
+                }
+                tracing::info!(xid = ctx.xid, backend = %backend.name(), reason = error.reason(), %error, retry = ctx.retries + 1, "retrying after fetch error");
+                last_error = Some(error);
+            }
+        }
+        drop(slot);
+        // 4. Back off (full jitter) before the next attempt.
+        let pause = retry::backoff(rules, ctx.retries, &mut rand::thread_rng());
+        ctx.retries += 1;
+        tokio::time::sleep(pause).await;
+    }
+    Err(last_error.unwrap_or_else(|| FetchError::NoBackend {
+        pool: pool.name().clone(),
+    }))
+}
+
+/// Whether there is a request to send again.
+fn can_resend(request: &Option<Request<Body>>, head: &Option<Parts>) -> bool {
+    request.is_some() || head.is_some()
+}
+
+/// A 503 or 429 with `Retry-After` puts the backend in "backing off until".
+fn honour_retry_after(slot: &InFlight, response: &Response<Body>) {
+    let status = response.status();
+    if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
+        return;
+    }
+    if let Some(after) = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
+    {
+        slot.backend().back_off(after);
+    }
+}
+
+/// The response goes out with the backend slot attached to its body, so the
+/// slot is released when the body has streamed (or was dropped).
+fn hold_slot(response: Response<Body>, slot: InFlight) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let body = match body {
+        Body::Backend(mut timed) => {
+            timed.hold(Box::new(slot));
+            Body::Backend(timed)
+        }
+        other => other,
+    };
+    Response::from_parts(parts, body)
 }

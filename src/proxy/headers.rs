@@ -23,6 +23,8 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// `Cache-Status` (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// `X-Shellac-Retries`: how many times the fetch was retried (when not zero).
+pub const X_SHELLAC_RETRIES: HeaderName = HeaderName::from_static("x-shellac-retries");
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

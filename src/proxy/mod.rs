@@ -31,14 +31,15 @@ use http_body_util::BodyExt;
 
 pub use context::{Outcome, RequestCtx};
 
-use crate::backend::{Backends, FetchError};
+use crate::backend::{Backends, FetchError, Pool};
 use crate::body::{Body, CaptureBody, Captured};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, RequestMode, StoreRules, Usability};
 use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
+use crate::config::defaults::{RETRY_AFTER_MAX, RETRY_AFTER_MIN};
 use crate::config::Config;
 use crate::limits;
-use crate::synth::Synthetic;
+use crate::synth::{self, Facts, Pages, Synthetic};
 use range::RangeAnswer;
 
 /// How many times a waiter looks up again after its writer stored or went
@@ -56,6 +57,7 @@ pub struct Proxy {
     config: Arc<Config>,
     cache: Arc<Cache>,
     backends: Arc<Backends>,
+    pages: Pages,
     next_xid: AtomicU64,
 }
 
@@ -64,6 +66,8 @@ struct Exchange {
     key: CacheKey,
     mode: RequestMode,
     pool: usize,
+    /// Index into the configuration's routes, for their overrides.
+    route: usize,
     host: Option<String>,
     /// Directives of the client's `Cache-Control`.
     cc: CacheControl,
@@ -74,6 +78,7 @@ impl Proxy {
     pub fn new(config: Arc<Config>, store: Arc<dyn ObjectStore>) -> Proxy {
         let backends = Arc::new(Backends::new(&config));
         Proxy {
+            pages: Pages::new(&config.server),
             config,
             cache: Arc::new(Cache::new(store)),
             backends,
@@ -92,8 +97,14 @@ impl Proxy {
         B: Into<Body>,
     {
         let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
+        ctx.wants_json = synth::wants_json(req.headers());
         let uri = req.uri().clone();
-        let response = self.process(req, &mut ctx).await;
+        let mut response = self.process(req, &mut ctx).await;
+        if ctx.retries > 0 {
+            response
+                .headers_mut()
+                .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
+        }
         ctx.finish(&uri, response.status());
         response
     }
@@ -114,7 +125,8 @@ impl Proxy {
 
         // 2. Route.
         let host = request_host(&req).map(str::to_string);
-        let Some(route) = route::select(&self.config.routes, host.as_deref(), req.uri().path())
+        let routes = &self.config.routes;
+        let Some(route) = route::select(routes, req.method(), host.as_deref(), req.uri().path())
         else {
             let refusal =
                 Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
@@ -123,8 +135,16 @@ impl Proxy {
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         let exchange = Exchange {
             key: CacheKey::new("http", &key_host(host.as_deref()), target),
-            mode: policy::request_mode(req.method(), req.headers()),
+            mode: match policy::request_mode(req.method(), req.headers()) {
+                // `[[route]] pass = true`: neither looked up nor stored.
+                _ if route.pass => RequestMode::Pass,
+                mode => mode,
+            },
             pool: route.pool,
+            route: routes
+                .iter()
+                .position(|r| std::ptr::eq(r, route))
+                .unwrap_or(0),
             host,
             cc: CacheControl::from_headers(req.headers()),
         };
@@ -215,10 +235,9 @@ impl Proxy {
                                 return self.serve_stale_on_error(ctx, &parts, &stale, reason);
                             }
                             ctx.error = Some(reason);
-                            let refusal = Synthetic::backend_fetch_failed(
-                                reason,
-                                self.config.server.retry_after,
-                            );
+                            let pool = &self.backends.pools[exchange.pool];
+                            let refusal =
+                                Synthetic::backend_fetch_failed(reason, self.retry_after(pool));
                             return self.synthetic(ctx, refusal);
                         }
                     }
@@ -261,10 +280,13 @@ impl Proxy {
 
         let pool = &self.backends.pools[exchange.pool];
         let request_time = SystemTime::now();
-        let response = match fetch::fetch(pool, backend_parts, body, ctx).await {
+        let route = &self.config.routes[exchange.route];
+        let retry = &self.config.retry;
+        let key = exchange.key.as_str();
+        let response = match fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await {
             Ok(response) => response,
             Err(error) => {
-                return self.fetch_failed(ctx, error, &client_headers, version, stale, guard)
+                return self.fetch_failed(ctx, pool, error, &client_headers, version, stale, guard)
             }
         };
         let response_time = SystemTime::now();
@@ -314,7 +336,8 @@ impl Proxy {
                 stale.status,
                 &merged,
                 rules,
-            );
+            )
+            .map(|lifetimes| self.route_overrides(exchange, lifetimes));
             let refreshed = match decision {
                 Ok(lifetimes) => {
                     let refreshed =
@@ -349,6 +372,7 @@ impl Proxy {
                 &head.headers,
                 rules,
             )
+            .map(|lifetimes| self.route_overrides(exchange, lifetimes))
         } else {
             Err(policy::NotStored::Method)
         };
@@ -452,6 +476,23 @@ impl Proxy {
         Response::from_parts(head, body)
     }
 
+    /// `[[route]] ttl` and `grace` replace what the response said.
+    fn route_overrides(
+        &self,
+        exchange: &Exchange,
+        mut lifetimes: policy::Lifetimes,
+    ) -> policy::Lifetimes {
+        let route = &self.config.routes[exchange.route];
+        if let Some(ttl) = route.ttl {
+            lifetimes.ttl = ttl;
+        }
+        if let (Some(grace), false) = (route.grace, lifetimes.must_revalidate) {
+            lifetimes.grace = grace;
+            lifetimes.stale_if_error = lifetimes.stale_if_error.max(grace + lifetimes.keep);
+        }
+        lifetimes
+    }
+
     fn store_rules(&self) -> StoreRules {
         let c = &self.config.cache;
         StoreRules {
@@ -465,9 +506,11 @@ impl Proxy {
 
     /// A failed fetch: the stale object when it may stand in (stale-if-error),
     /// else the synthetic 503. The failure is logged once, here.
+    #[allow(clippy::too_many_arguments)]
     fn fetch_failed(
         &self,
         ctx: &mut RequestCtx,
+        pool: &Pool,
         error: FetchError,
         client_headers: &HeaderMap,
         version: Version,
@@ -489,9 +532,17 @@ impl Proxy {
             let parts = client_parts(&ctx.method.clone(), version, client_headers);
             return self.serve_stale_on_error(ctx, &parts, &stale, error.reason());
         }
-        let refusal =
-            Synthetic::backend_fetch_failed(error.reason(), self.config.server.retry_after);
+        let refusal = Synthetic::backend_fetch_failed(error.reason(), self.retry_after(pool));
         self.synthetic(ctx, refusal)
+    }
+
+    /// The honest `Retry-After`: when a backend of the pool may take traffic
+    /// again, within [1 s, 300 s]; `[server] retry_after` when nothing is known.
+    fn retry_after(&self, pool: &Pool) -> std::time::Duration {
+        pool.retry_after()
+            .map_or(self.config.server.retry_after, |d| {
+                d.clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX)
+            })
     }
 
     fn serve_stale_on_error(
@@ -507,14 +558,19 @@ impl Proxy {
             "serving stale content instead of an error (stale-if-error)"
         );
         ctx.outcome = Outcome::HitStale;
-        let status = format!("shellac; hit; fwd=stale; fwd-status=503; detail={reason}");
+        let status = format!("shellac; hit; fwd=stale; detail={reason}");
         self.deliver(parts, stale, Instant::now(), "HIT-STALE", &status)
     }
 
     fn synthetic(&self, ctx: &mut RequestCtx, refusal: Synthetic) -> Response<Body> {
         ctx.outcome = Outcome::Synth;
         ctx.error.get_or_insert(refusal.reason);
-        let mut response = refusal.render(ctx.xid);
+        let facts = Facts {
+            xid: ctx.xid,
+            json: ctx.wants_json,
+            backends_tried: &ctx.tried,
+        };
+        let mut response = refusal.render_with(&self.pages, &facts);
         response
             .headers_mut()
             .insert(headers::X_CACHE, HeaderValue::from_static("SYNTH"));
@@ -537,6 +593,7 @@ impl Proxy {
             key: exchange.key.clone(),
             mode: exchange.mode,
             pool: exchange.pool,
+            route: exchange.route,
             host: exchange.host.clone(),
             cc: CacheControl::default(),
         };

@@ -18,9 +18,10 @@ pub fn host_without_port(host: &str) -> &str {
     })
 }
 
-/// The index of the first route matching `host` and `path`.
+/// The first route matching `method`, `host` and `path`.
 pub fn select<'a>(
     routes: &'a [RouteConfig],
+    method: &http::Method,
     host: Option<&str>,
     path: &str,
 ) -> Option<&'a RouteConfig> {
@@ -32,6 +33,7 @@ pub fn select<'a>(
             (Some(_), None) => false,
         };
         host_ok
+            && route.methods.as_ref().is_none_or(|m| m.contains(method))
             && route
                 .path_prefix
                 .as_deref()
@@ -47,8 +49,23 @@ mod tests {
         RouteConfig {
             host: host.map(str::to_string),
             path_prefix: prefix.map(str::to_string),
-            pool,
+            ..RouteConfig::catch_all(pool)
         }
+    }
+
+    #[test]
+    fn methods_restrict_a_route() {
+        let mut post_only = route(None, Some("/api"), 1);
+        post_only.methods = Some(vec![http::Method::POST]);
+        let routes = [post_only, route(None, None, 0)];
+        assert_eq!(
+            select(&routes, &http::Method::POST, None, "/api/x").map(|r| r.pool),
+            Some(1)
+        );
+        assert_eq!(
+            select(&routes, &http::Method::GET, None, "/api/x").map(|r| r.pool),
+            Some(0)
+        );
     }
 
     #[test]
@@ -59,14 +76,29 @@ mod tests {
             route(None, None, 0),
         ];
         assert_eq!(
-            select(&routes, Some("API.example.com:80"), "/slow/x").map(|r| r.pool),
+            select(
+                &routes,
+                &http::Method::GET,
+                Some("API.example.com:80"),
+                "/slow/x"
+            )
+            .map(|r| r.pool),
             Some(2)
         );
         assert_eq!(
-            select(&routes, Some("www.example.com"), "/slow/x").map(|r| r.pool),
+            select(
+                &routes,
+                &http::Method::GET,
+                Some("www.example.com"),
+                "/slow/x"
+            )
+            .map(|r| r.pool),
             Some(0)
         );
-        assert_eq!(select(&routes, None, "/img/a.png").map(|r| r.pool), Some(1));
+        assert_eq!(
+            select(&routes, &http::Method::GET, None, "/img/a.png").map(|r| r.pool),
+            Some(1)
+        );
     }
 
     #[test]

@@ -302,3 +302,71 @@ where
         }
     }
 }
+
+/// Kills a [`Origin::mortal`] origin: its listener and every open
+/// connection go away, so new connects are refused, as when a process dies.
+pub struct Killer {
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Killer {
+    pub fn kill(&self) {
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Origin {
+    /// A hyper origin answering `reply` that can be killed with the [`Killer`].
+    pub async fn mortal(reply: Reply) -> (Origin, Killer) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let origin = Origin {
+            addr: listener.local_addr().expect("origin addr"),
+            count: Arc::default(),
+            seen: Arc::default(),
+        };
+        let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let recorder = origin.clone();
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorder = recorder.clone();
+                let reply = reply.clone();
+                let conn = tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let recorder = recorder.clone();
+                        let reply = reply.clone();
+                        async move {
+                            recorder.record(Seen {
+                                method: req.method().to_string(),
+                                target: req.uri().to_string(),
+                                headers: req.headers().clone(),
+                                body: Bytes::new(),
+                            });
+                            let mut response = Response::new(Full::new(reply.body));
+                            *response.status_mut() =
+                                StatusCode::from_u16(reply.status).expect("valid status");
+                            for (name, value) in reply.headers {
+                                response.headers_mut().append(
+                                    http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                                    http::HeaderValue::from_str(&value).expect("value"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                registry.lock().expect("tasks lock").push(conn);
+            }
+        });
+        tasks.lock().expect("tasks lock").push(accept);
+        (origin, Killer { tasks })
+    }
+}

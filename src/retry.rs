@@ -1,0 +1,283 @@
+//! When a failed fetch may be tried again, how long to wait first, and the
+//! budget that keeps retries from multiplying the load on a struggling pool.
+//!
+//! - **Whether:** the failure must be listed in `[retry] retry_on`; GET and
+//!   HEAD may be retried, any other method only when the request certainly
+//!   never reached the backend (a refused or timed-out connect).
+//! - **How long:** full jitter: the sleep before retry `n` (0-based) is
+//!   random in `[0, min(backoff_max, backoff_base × 2^n)]`, so clients that
+//!   failed together do not come back together.
+//! - **Budget:** retries may add at most `budget_percent` % to the first
+//!   attempts of the last 10 s; 3 retries per second are always allowed, so
+//!   a quiet site still retries. A retry after a connect that never reached
+//!   the backend (refused, timed out) is free: it added no load anywhere,
+//!   and it is what keeps a dead backend invisible until it is ejected. Counters are atomics in ten one-second
+//!   buckets (approximate under races, never locked).
+//!
+//! Picking the backend for the retry is the director's job, not this module's.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Method, StatusCode};
+use rand::Rng;
+
+use crate::backend::FetchError;
+use crate::config::defaults::{RETRY_BUDGET_WINDOW, RETRY_MIN_PER_SECOND};
+use crate::config::RetryConfig;
+
+/// What went wrong with one attempt.
+#[derive(Clone, Copy, Debug)]
+pub enum Failure<'a> {
+    /// No usable response head.
+    Error(&'a FetchError),
+    /// The backend answered with this status.
+    Status(StatusCode),
+}
+
+/// Whether `failure` of a `method` request is listed in `retry_on` and safe
+/// to send again. `attempt` is the number of retries already made.
+pub fn may_retry(
+    config: &RetryConfig,
+    method: &Method,
+    failure: Failure<'_>,
+    attempt: u32,
+) -> bool {
+    if attempt >= config.max_retries {
+        return false;
+    }
+    let on = &config.retry_on;
+    let listed = match failure {
+        Failure::Status(status) => on.statuses.contains(&status.as_u16()),
+        Failure::Error(error) => match error {
+            FetchError::Connect { .. }
+            | FetchError::ConnectTimeout { .. }
+            | FetchError::ClosedBeforeSend { .. } => on.connect,
+            FetchError::FirstByteTimeout { .. } => on.first_byte_timeout,
+            FetchError::Protocol { .. } => on.invalid_response,
+            FetchError::HeadTooLarge { .. }
+            | FetchError::QueueFull { .. }
+            | FetchError::QueueTimeout { .. }
+            | FetchError::NoBackend { .. } => false,
+        },
+    };
+    let safe = *method == Method::GET
+        || *method == Method::HEAD
+        || matches!(failure, Failure::Error(e) if e.never_sent());
+    listed && safe
+}
+
+/// The full-jitter sleep before retry `n` (0 for the first retry).
+pub fn backoff(config: &RetryConfig, n: u32, rng: &mut impl Rng) -> Duration {
+    let ceiling = config
+        .backoff_base
+        .saturating_mul(1u32 << n.min(30))
+        .min(config.backoff_max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.gen_range(0..=nanos))
+}
+
+/// The longest total sleep `max_retries` retries can add (for tests and docs).
+pub fn backoff_ceiling(config: &RetryConfig) -> Duration {
+    (0..config.max_retries)
+        .map(|n| {
+            config
+                .backoff_base
+                .saturating_mul(1u32 << n.min(30))
+                .min(config.backoff_max)
+        })
+        .sum()
+}
+
+/// A backend's `Retry-After` (delay in seconds, or an HTTP date).
+pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(text).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+// === impl Budget ===
+
+const BUCKETS: usize = RETRY_BUDGET_WINDOW.as_secs() as usize;
+
+#[derive(Default)]
+struct Bucket {
+    /// The second (since the budget's epoch, plus one) it counts; 0 = unused.
+    second: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// The retry budget of one pool (see the module docs).
+pub struct Budget {
+    percent: u64,
+    epoch: Instant,
+    buckets: [Bucket; BUCKETS],
+}
+
+impl Budget {
+    /// A budget allowing `percent` % retries on top of first attempts.
+    pub fn new(percent: u32) -> Budget {
+        Budget {
+            percent: u64::from(percent),
+            epoch: Instant::now(),
+            buckets: Default::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_secs() + 1
+    }
+
+    /// The bucket of second `now`, emptied first if it held an older second.
+    fn bucket(&self, now: u64) -> &Bucket {
+        let bucket = &self.buckets[(now % BUCKETS as u64) as usize];
+        let seen = bucket.second.load(Ordering::Acquire);
+        if seen != now
+            && bucket
+                .second
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            bucket.requests.store(0, Ordering::Release);
+            bucket.retries.store(0, Ordering::Release);
+        }
+        bucket
+    }
+
+    /// Counts a first attempt.
+    pub fn record_request(&self) {
+        self.bucket(self.now())
+            .requests
+            .fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    pub fn try_retry(&self) -> bool {
+        let now = self.now();
+        let current = self.bucket(now);
+        let (mut requests, mut retries) = (0u64, 0u64);
+        for b in &self.buckets {
+            let second = b.second.load(Ordering::Acquire);
+            if second != 0 && second + (BUCKETS as u64) > now {
+                requests += b.requests.load(Ordering::Acquire);
+                retries += b.retries.load(Ordering::Acquire);
+            }
+        }
+        let within_percent = (retries + 1) * 100 <= requests * self.percent;
+        let within_floor =
+            current.retries.load(Ordering::Acquire) < u64::from(RETRY_MIN_PER_SECOND);
+        if within_percent || within_floor {
+            current.retries.fetch_add(1, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryOn;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::sync::Arc;
+
+    fn config() -> RetryConfig {
+        RetryConfig {
+            max_retries: 4,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            budget_percent: 20,
+            retry_on: RetryOn {
+                connect: true,
+                first_byte_timeout: true,
+                invalid_response: false,
+                statuses: vec![502, 503, 504],
+            },
+        }
+    }
+
+    fn refused() -> FetchError {
+        FetchError::Connect {
+            backend: Arc::from("b"),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        }
+    }
+
+    #[test]
+    fn get_is_retried_post_only_when_never_sent() {
+        let c = config();
+        let timeout = FetchError::FirstByteTimeout {
+            backend: Arc::from("b"),
+            timeout: Duration::from_secs(1),
+        };
+        let s503 = Failure::Status(StatusCode::SERVICE_UNAVAILABLE);
+        assert!(may_retry(&c, &Method::GET, Failure::Error(&timeout), 0));
+        assert!(may_retry(&c, &Method::HEAD, s503, 3));
+        assert!(!may_retry(&c, &Method::GET, s503, 4), "max_retries");
+        assert!(!may_retry(&c, &Method::POST, Failure::Error(&timeout), 0));
+        assert!(!may_retry(&c, &Method::POST, s503, 0));
+        assert!(may_retry(&c, &Method::POST, Failure::Error(&refused()), 0));
+        assert!(!may_retry(
+            &c,
+            &Method::GET,
+            Failure::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            0
+        ));
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_the_capped_exponential() {
+        let c = config();
+        let mut rng = StdRng::seed_from_u64(9);
+        for n in 0..8 {
+            let ceiling = Duration::from_millis(50 << n).min(Duration::from_secs(2));
+            let sleeps: Vec<Duration> = (0..200).map(|_| backoff(&c, n, &mut rng)).collect();
+            assert!(sleeps.iter().all(|s| *s <= ceiling));
+            assert!(
+                sleeps.iter().any(|s| *s < ceiling / 4),
+                "jitter reaches low values"
+            );
+            assert!(sleeps.iter().any(|s| *s > ceiling * 3 / 4), "and high ones");
+        }
+        assert_eq!(
+            backoff_ceiling(&c),
+            Duration::from_millis(50 + 100 + 200 + 400)
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::now();
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("3"), now),
+            Some(Duration::from_secs(3))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let parsed =
+            parse_retry_after(&HeaderValue::from_str(&later).expect("value"), now).expect("a date");
+        assert!(parsed <= Duration::from_secs(30) && parsed >= Duration::from_secs(28));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("soon"), now),
+            None
+        );
+    }
+
+    #[test]
+    fn budget_allows_percent_plus_a_floor() {
+        let budget = Budget::new(20);
+        for _ in 0..100 {
+            budget.record_request();
+        }
+        let granted = (0..100).filter(|_| budget.try_retry()).count();
+        // 20 % of 100, or the 3-per-second floor if that is larger.
+        assert!((20..=23).contains(&granted), "{granted}");
+        let quiet = Budget::new(20);
+        assert_eq!((0..10).filter(|_| quiet.try_retry()).count(), 3);
+    }
+}
