@@ -16,13 +16,18 @@
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 
+pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod limits;
+pub mod ops;
 pub mod proxy;
+pub mod ratelimit;
+pub mod reload;
 pub mod retry;
 pub mod server;
 pub mod synth;
@@ -31,7 +36,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use config::Config;
 
@@ -58,18 +65,86 @@ pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// Binds the admin listener when `[admin] listen` is set.
+pub async fn bind_admin(config: &Config) -> std::io::Result<Option<TcpListener>> {
+    let Some(admin) = &config.admin else { return Ok(None) };
+    TcpListener::bind(admin.listen)
+        .await
+        .map(Some)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {} (admin): {e}", admin.listen)))
+}
+
+/// How `run` was started, beyond the configuration.
+#[derive(Default)]
+pub struct Launch {
+    /// The admin listener, from [`bind_admin`].
+    pub admin: Option<TcpListener>,
+    /// `--demo`: the demo origin that replaces the backends on every (re)load.
+    pub demo_origin: Option<SocketAddr>,
+}
+
 /// Runs Shellac on `listeners` until `shutdown` resolves, then drains.
+/// Reloads on SIGHUP and `POST /reload`.
 pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
-    let config = Arc::new(config);
-    let store = Arc::new(MemoryStore::new(config.cache.capacity));
-    let proxy = Arc::new(Proxy::new(config.clone(), store));
-    let settings = server::Settings::new(&config.server);
-    server::serve(
-        listeners,
-        proxy,
-        settings,
-        config.server.drain_timeout,
-        shutdown,
-    )
-    .await;
+    run_with(config, listeners, Launch::default(), shutdown).await;
+}
+
+/// [`run`] with an admin listener and the `--demo` origin.
+pub async fn run_with(config: Config, listeners: Vec<TcpListener>, launch: Launch, shutdown: impl Future<Output = ()>) {
+    let ops = Arc::new(ops::Ops::default());
+    let evictions = ops.metrics.cache_evictions.clone();
+    let store = Arc::new(MemoryStore::with_eviction_listener(config.cache.capacity, Arc::new(move || {
+        evictions.inc();
+    })));
+    let access_log = access_log::AccessLogger::start(&config.log, ops.metrics.access_log_dropped.clone())
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot open the access log; access logging is off");
+            access_log::AccessLogger::off()
+        });
+    ops.set_maintenance_file(config.server.maintenance_file.clone());
+    let cache = Arc::new(cache::Cache::new(store));
+    let proxy = Proxy::build(Arc::new(config), cache, ops.clone(), access_log, None);
+    let current: server::Current = Arc::new(ArcSwap::from_pointee(proxy));
+    let (reload_tx, reload_rx) = watch::channel(());
+    let reloader = Arc::new(reload::Reloader::new(current.clone(), reload_tx, launch.demo_origin));
+
+    let mut tasks = vec![ops.watch_maintenance_file(), tokio::spawn(housekeeping(current.clone()))];
+    if let Some(admin) = launch.admin {
+        tasks.push(tokio::spawn(admin::serve(admin, current.clone(), reloader.clone())));
+    }
+    #[cfg(unix)]
+    tasks.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+
+    server::serve(listeners, current, reload_rx, shutdown).await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+/// The ban lurker (every second) and the rate limiters' trim (every minute).
+async fn housekeeping(current: server::Current) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let proxy = current.load_full();
+        let removed = proxy.cache().lurk();
+        if removed > 0 {
+            tracing::info!(removed, "ban lurker removed banned objects");
+        }
+        if n % 60 == 0 {
+            proxy.rate_limits().shrink();
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = reloader.reload();
+    }
 }

@@ -22,7 +22,7 @@ fn is_known_method(method: &Method) -> bool {
             | Method::PATCH
             | Method::OPTIONS
             | Method::TRACE
-    )
+    ) || method.as_str() == "PURGE"
 }
 
 /// Refuses a request head Shellac will not forward.

@@ -59,9 +59,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(mut config: Config, demo: bool) -> ExitCode {
+    let mut launch = shellac::Launch::default();
     if demo {
         match shellac::demo::start().await {
-            Ok(origin) => config = config.with_single_backend("demo", origin),
+            Ok(origin) => {
+                config = config.with_single_backend("demo", origin);
+                launch.demo_origin = Some(origin);
+            }
             Err(error) => {
                 eprintln!("shellac: cannot start the demo origin: {error}");
                 return ExitCode::FAILURE;
@@ -81,7 +85,17 @@ async fn serve(mut config: Config, demo: bool) -> ExitCode {
             eprintln!("{}", shellac::demo::instructions(addr));
         }
     }
-    shellac::run(config, listeners, shutdown_signal()).await;
+    launch.admin = match shellac::bind_admin(&config).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("shellac: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(addr) = launch.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(%addr, "admin listening");
+    }
+    shellac::run_with(config, listeners, launch, shutdown_signal()).await;
     ExitCode::SUCCESS
 }
 

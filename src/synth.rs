@@ -27,6 +27,9 @@ use crate::config::ServerConfig;
 /// `X-Shellac-Error`: the short reason of a synthetic answer (debug only).
 pub const X_SHELLAC_ERROR: HeaderName = HeaderName::from_static("x-shellac-error");
 
+/// The reason of the maintenance page.
+pub const MAINTENANCE: &str = "maintenance";
+
 /// How synthetic answers look, from the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Pages {
@@ -93,6 +96,16 @@ impl Synthetic {
         }
     }
 
+    /// The 503 every request gets while maintenance mode is on.
+    pub fn maintenance(retry_after: Duration) -> Synthetic {
+        Synthetic { status: StatusCode::SERVICE_UNAVAILABLE, reason: MAINTENANCE, retry_after: Some(retry_after) }
+    }
+
+    /// A 429 for a client over its rate limit.
+    pub fn rate_limited(retry_after: Duration) -> Synthetic {
+        Synthetic { status: StatusCode::TOO_MANY_REQUESTS, reason: "rate_limited", retry_after: Some(retry_after) }
+    }
+
     /// A refusal without `Retry-After` (400, 431, 501, 504).
     pub fn refuse(status: StatusCode, reason: &'static str) -> Synthetic {
         Synthetic {
@@ -104,7 +117,9 @@ impl Synthetic {
 
     /// The page title: "503 Backend fetch failed" or "431 Request Header Fields Too Large".
     fn title(&self) -> String {
-        let text = if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let text = if self.reason == MAINTENANCE {
+            "Service Unavailable: maintenance"
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             "Backend fetch failed"
         } else {
             self.status.canonical_reason().unwrap_or("Error")

@@ -15,7 +15,7 @@ mod error;
 mod probe;
 mod queue;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,39 @@ pub struct Backend {
     backoff_until: AtomicU64,
     /// The wait queue, when `max_connections` caps it.
     queue: Option<Queue>,
+    /// Health forced by hand (`POST /backends/<name>`, Varnish's
+    /// `backend.set_health`): [`Forced::Auto`] lets probes decide.
+    forced: AtomicU8,
+}
+
+/// A backend's health as set by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forced {
+    /// Probes, ejection and back-off decide.
+    Auto,
+    /// Always healthy (traffic flows even when probes fail).
+    Healthy,
+    /// Always sick (no traffic).
+    Sick,
+}
+
+impl Forced {
+    fn from_u8(v: u8) -> Forced {
+        match v {
+            1 => Forced::Healthy,
+            2 => Forced::Sick,
+            _ => Forced::Auto,
+        }
+    }
+
+    /// The word used by the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forced::Auto => "auto",
+            Forced::Healthy => "healthy",
+            Forced::Sick => "sick",
+        }
+    }
 }
 
 /// A slot of a backend's in-flight capacity, held from the send until the
@@ -110,7 +143,36 @@ impl Backend {
             trial: AtomicBool::new(false),
             backoff_until: AtomicU64::new(0),
             queue,
+            forced: AtomicU8::new(0),
         }
+    }
+
+    /// Forces the backend's health by hand, or gives it back to the probes.
+    pub fn force(&self, state: Forced) {
+        self.forced.store(state as u8, Ordering::Release);
+        tracing::warn!(backend = %self.name(), health = state.as_str(), "backend health set by hand");
+    }
+
+    /// The hand-set state.
+    pub fn forced(&self) -> Forced {
+        Forced::from_u8(self.forced.load(Ordering::Acquire))
+    }
+
+    /// The probe's window as a bit string, newest last (`varnishadm
+    /// backend.list -p`); `None` without a probe.
+    pub fn probe_window(&self) -> Option<String> {
+        self.health.as_ref().map(Health::window_bits)
+    }
+
+    /// Requests waiting in this backend's queue.
+    pub fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, Queue::len)
+    }
+
+    /// Whether the probe says healthy (true without a probe), ignoring a
+    /// hand-set state.
+    pub fn probe_healthy(&self) -> bool {
+        self.health.as_ref().is_none_or(Health::is_healthy)
     }
 
     /// The backend's configured name.
@@ -127,9 +189,14 @@ impl Backend {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// The probe's verdict (true when the backend has no probe).
+    /// The probe's verdict (true when the backend has no probe), unless
+    /// health was forced by hand.
     pub fn is_healthy(&self) -> bool {
-        self.health.as_ref().is_none_or(Health::is_healthy)
+        match self.forced() {
+            Forced::Healthy => true,
+            Forced::Sick => false,
+            Forced::Auto => self.probe_healthy(),
+        }
     }
 
     /// Requests sent and not yet finished (response body still streaming).
@@ -146,8 +213,11 @@ impl Backend {
     /// Whether a new request may be sent now: healthy, not backing off, not
     /// ejected (or ejected and the one trial request is still free).
     pub fn is_usable(&self) -> bool {
-        if !self.is_healthy() {
-            return false;
+        match self.forced() {
+            Forced::Sick => return false,
+            Forced::Healthy => return true,
+            Forced::Auto if !self.probe_healthy() => return false,
+            Forced::Auto => {}
         }
         let now = self.now_ms();
         if self.backoff_until.load(Ordering::Acquire) > now {
@@ -363,13 +433,32 @@ impl Backends {
     /// Builds clients for every backend of `config` (no connection is opened
     /// yet) and, inside a tokio runtime, starts one probe task per probed backend.
     pub fn new(config: &Config) -> Backends {
+        Backends::build(config, None)
+    }
+
+    /// Like [`Backends::new`], but a backend whose name and settings are
+    /// unchanged from `previous` is taken over as it is: its connection pool,
+    /// probe history, ejection state and hand-set health survive a reload
+    /// (Varnish loses probe state on reload). A changed backend starts afresh
+    /// but keeps its hand-set health.
+    pub fn build(config: &Config, previous: Option<&Backends>) -> Backends {
+        let old = |name: &str| previous.and_then(|p| p.backends.iter().find(|b| b.name().as_ref() == name));
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b.clone())))
+            .map(|b| match old(&b.name) {
+                Some(same) if same.config() == b => same.clone(),
+                Some(changed) => {
+                    let fresh = Arc::new(Backend::new(b.clone()));
+                    fresh.forced.store(changed.forced.load(Ordering::Acquire), Ordering::Release);
+                    fresh
+                }
+                None => Arc::new(Backend::new(b.clone())),
+            })
             .collect();
         for backend in &backends {
-            if backend.health.is_some() {
+            let taken_over = previous.is_some_and(|p| p.backends.iter().any(|b| Arc::ptr_eq(b, backend)));
+            if backend.health.is_some() && !taken_over {
                 probe::spawn(Arc::downgrade(backend));
             }
         }

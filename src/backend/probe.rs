@@ -61,6 +61,13 @@ impl Health {
         (was != healthy).then_some(healthy)
     }
 
+    /// The window as Varnish's bit string: oldest first, `H` for a good
+    /// probe and `-` for a bad one (`backend.list -p`).
+    pub(super) fn window_bits(&self) -> String {
+        let bits = self.bits.load(Ordering::Acquire);
+        (0..self.config.window).rev().map(|i| if bits >> i & 1 == 1 { 'H' } else { '-' }).collect()
+    }
+
     fn good(&self) -> u32 {
         self.bits.load(Ordering::Acquire).count_ones()
     }

@@ -55,6 +55,11 @@ impl Queue {
         }
     }
 
+    /// Requests waiting now.
+    pub(super) fn len(&self) -> usize {
+        self.lock().len
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         // The lock guards plain data that is never left half-updated.
         self.waiters

@@ -6,6 +6,7 @@
 //! variants and hit-for-miss markers to the store. Only `proxy` combines
 //! the cache with backend fetches.
 
+pub mod ban;
 pub mod coalesce;
 pub mod key;
 pub mod object;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName};
 
+pub use ban::{BanList, BanMatcher};
 pub use coalesce::Coalescer;
 pub use key::CacheKey;
 pub use object::CachedObject;
@@ -38,6 +40,8 @@ pub struct Cache {
     store: Arc<dyn ObjectStore>,
     /// The waiting list for misses.
     pub coalescer: Arc<Coalescer>,
+    /// Bans not yet applied to the whole store.
+    pub bans: BanList,
     generation: AtomicU64,
 }
 
@@ -47,6 +51,7 @@ impl Cache {
         Cache {
             store,
             coalescer: Arc::default(),
+            bans: BanList::default(),
             generation: AtomicU64::new(1),
         }
     }
@@ -60,17 +65,42 @@ impl Cache {
     pub fn lookup(&self, key: &CacheKey, request: &HeaderMap) -> Found {
         match self.store.get(key) {
             None => Found::Miss,
-            Some(Entry::Object(object)) => Found::Object(object),
+            Some(Entry::Object(object)) => self.unless_banned(key, object),
             Some(Entry::HitForMiss { until }) if until > Instant::now() => Found::HitForMiss,
             Some(Entry::HitForMiss { .. }) => Found::Miss,
             Some(Entry::Vary(spec)) => {
                 let variant = key.variant(spec.generation, &vary_values(&spec.names, request));
                 match self.store.get(&variant) {
-                    Some(Entry::Object(object)) => Found::Object(object),
+                    Some(Entry::Object(object)) => self.unless_banned(&variant, object),
                     _ => Found::Miss,
                 }
             }
         }
+    }
+
+    fn unless_banned(&self, key: &CacheKey, object: Arc<CachedObject>) -> Found {
+        if self.bans.bans(key, &object) {
+            self.store.remove(key);
+            return Found::Miss;
+        }
+        Found::Object(object)
+    }
+
+    /// One pass of the ban lurker: removes every object an active ban
+    /// matches, then retires those bans. Returns how many objects it removed.
+    pub fn lurk(&self) -> usize {
+        let bans = self.bans.snapshot();
+        if bans.is_empty() {
+            return 0;
+        }
+        let mut removed = 0;
+        self.store.sweep(&mut |key, object| {
+            let hit = bans.iter().any(|ban| ban.matches(key, object));
+            removed += usize::from(hit);
+            hit
+        });
+        self.bans.complete(&bans);
+        removed
     }
 
     /// Stores `object` for the request whose headers are `request`; with

@@ -81,6 +81,9 @@ pub trait ObjectStore: Send + Sync {
     fn entry_count(&self) -> u64;
     /// Bytes held now by the weigher's measure.
     fn bytes(&self) -> u64;
+    /// Calls `remove` on every stored object; removes those it says to.
+    /// The ban lurker uses it; a remote tier may do nothing.
+    fn sweep(&self, remove: &mut dyn FnMut(&CacheKey, &CachedObject) -> bool);
 }
 
 /// The in-memory tier.
@@ -115,7 +118,18 @@ impl Expiry<CacheKey, Entry> for EntryExpiry {
 impl MemoryStore {
     /// A store holding at most `capacity` bytes.
     pub fn new(capacity: u64) -> MemoryStore {
+        MemoryStore::with_eviction_listener(capacity, Arc::new(|| {}))
+    }
+
+    /// A store that calls `on_evict` for each object evicted to stay
+    /// within `capacity` (not for expiries or invalidations).
+    pub fn with_eviction_listener(capacity: u64, on_evict: Arc<dyn Fn() + Send + Sync>) -> MemoryStore {
         let cache = Cache::builder()
+            .eviction_listener(move |_key, _entry, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    on_evict();
+                }
+            })
             .max_capacity(capacity)
             .weigher(|key: &CacheKey, entry: &Entry| {
                 u32::try_from(key.weight() + entry.weight()).unwrap_or(u32::MAX)
@@ -150,5 +164,15 @@ impl ObjectStore for MemoryStore {
 
     fn bytes(&self) -> u64 {
         self.cache.weighted_size()
+    }
+
+    fn sweep(&self, remove: &mut dyn FnMut(&CacheKey, &CachedObject) -> bool) {
+        for (key, entry) in self.cache.iter() {
+            if let Entry::Object(object) = entry {
+                if remove(&key, &object) {
+                    self.cache.invalidate(&*key);
+                }
+            }
+        }
     }
 }

@@ -53,6 +53,10 @@ pub const HEURISTIC_MAX: Duration = Duration::from_secs(120);
 /// `Shellac-Cache-Control` from responses to clients.
 pub const STRIP_TARGETED: bool = false;
 
+/// `[cache] tag_header`: the response header that tags objects for bans
+/// (Fastly's and Varnish's xkey convention); stripped before responding.
+pub const TAG_HEADER: &str = "surrogate-key";
+
 /// `[defaults] connect_timeout` (Varnish, 3.5 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3500);
 /// `[defaults] first_byte_timeout` (Varnish, 60 s): request sent → response head.

@@ -27,6 +27,35 @@ pub(super) struct RawConfig {
     pub(super) route: Vec<RawRoute>,
     #[serde(default)]
     pub(super) retry: RawRetry,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) rate_limit: Vec<RawRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) access: Option<Spanned<String>>,
+    pub(super) format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) key: Spanned<String>,
+    pub(super) rate: Spanned<String>,
+    pub(super) burst: Option<Spanned<i64>>,
+    pub(super) path_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +73,8 @@ pub(super) struct RawServer {
     /// Path of an HTML template for synthetic pages; read at load time.
     pub(super) synthetic_template: Option<Spanned<String>>,
     pub(super) debug_headers: Option<bool>,
+    pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub(super) maintenance_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +89,8 @@ pub(super) struct RawCache {
     pub(super) hit_for_miss: Option<ConfigDuration>,
     pub(super) heuristic_max: Option<ConfigDuration>,
     pub(super) strip_targeted: Option<bool>,
+    pub(super) purge_allow: Option<Vec<Spanned<String>>>,
+    pub(super) tag_header: Option<Spanned<String>>,
 }
 
 /// The settings `[defaults]` sets for every backend and each `[[backend]]`

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
+use http::HeaderName;
+use ipnet::IpNet;
 use toml::Spanned;
 
 pub use defaults::CONFIG_PATH;
@@ -50,6 +52,12 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[retry]`.
     pub retry: RetryConfig,
+    /// `[admin]`, when the admin listener is on.
+    pub admin: Option<AdminConfig>,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[[rate_limit]]`.
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 /// `[server]`.
@@ -76,6 +84,10 @@ pub struct ServerConfig {
     pub synthetic_template: Option<Arc<str>>,
     /// Send `X-Shellac-Error: <reason>` on synthetic responses.
     pub debug_headers: bool,
+    /// Peers whose `X-Forwarded-For` is believed (rate limits, purge ACL, logs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Maintenance mode is on while this file exists.
+    pub maintenance_file: Option<PathBuf>,
 }
 
 /// `[cache]`.
@@ -100,6 +112,72 @@ pub struct CacheConfig {
     pub heuristic_max: Duration,
     /// Remove targeted cache-control fields from responses to clients.
     pub strip_targeted: bool,
+    /// Client addresses allowed to send `PURGE`; empty means PURGE is off (405).
+    pub purge_allow: Vec<IpNet>,
+    /// The response header whose space-separated values tag an object for bans.
+    pub tag_header: HeaderName,
+}
+
+/// `[admin]`: the admin listener, off when `listen` is absent.
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    /// Where the admin endpoints listen.
+    pub listen: SocketAddr,
+    /// When set, every admin request except `GET /health` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// Where access-log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// Standard output.
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+/// The access-log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// NCSA combined (varnishncsa's default) plus cache handling, XID and duration.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Where lines go.
+    pub access: AccessLog,
+    /// Their format.
+    pub format: LogFormat,
+}
+
+/// What a rate limit counts by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address (after `trusted_proxies`).
+    ClientIp,
+    /// A request header's value, e.g. an API key; requests without it share one bucket.
+    Header(HeaderName),
+}
+
+/// One `[[rate_limit]]`.
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    /// What the quota is per.
+    pub key: RateKey,
+    /// Requests allowed per `per`.
+    pub count: u32,
+    /// The period of `count`.
+    pub per: Duration,
+    /// Requests allowed in a burst.
+    pub burst: u32,
+    /// Only requests under this path count.
+    pub path_prefix: Option<String>,
 }
 
 /// One `[[backend]]` with `[defaults]` applied.
@@ -357,6 +435,9 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
     let pools = build_pools(&raw, &backends, loc)?;
     let routes = build_routes(&raw, &pools, loc)?;
     let retry = build_retry(&raw, loc)?;
+    let admin = build_admin(&raw, loc)?;
+    let log = build_log(&raw, loc)?;
+    let rate_limits = build_rate_limits(&raw, loc)?;
     Ok(Config {
         file: path.to_path_buf(),
         server,
@@ -365,6 +446,9 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
         pools,
         routes,
         retry,
+            admin,
+        log,
+        rate_limits,
     })
 }
 
@@ -456,7 +540,108 @@ fn build_server(
         drain_timeout: s.drain_timeout.map_or(defaults::DRAIN_TIMEOUT, |d| d.0),
         synthetic_template,
         debug_headers: s.debug_headers.unwrap_or(defaults::DEBUG_HEADERS),
+        trusted_proxies: cidrs(s.trusted_proxies.as_deref(), "server.trusted_proxies", loc)?,
+        maintenance_file: s.maintenance_file.as_ref().map(PathBuf::from),
     })
+}
+
+/// Parses a list of CIDRs (`"10.0.0.0/8"`) or single addresses (`"127.0.0.1"`).
+fn cidrs(values: Option<&[Spanned<String>]>, key: &str, loc: &Locator<'_>) -> Result<Vec<IpNet>, ConfigError> {
+    let mut nets = Vec::new();
+    for value in values.unwrap_or(&[]) {
+        let text = value.get_ref().trim();
+        let net = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                loc.error_at_key(
+                    Some(value.span()),
+                    key,
+                    format!("expected a CIDR such as \"10.0.0.0/8\" or an address, found \"{text}\""),
+                )
+            })?;
+        nets.push(net);
+    }
+    Ok(nets)
+}
+
+fn build_admin(raw: &RawConfig, loc: &Locator<'_>) -> Result<Option<AdminConfig>, ConfigError> {
+    let Some(listen) = &raw.admin.listen else {
+        if let Some(token) = &raw.admin.token {
+            return Err(loc.error(span(token), "a token without [admin] listen: the admin listener is off"));
+        }
+        return Ok(None);
+    };
+    let addr = resolve(listen.get_ref()).map_err(|m| loc.error(span(listen), m))?[0];
+    let token = match &raw.admin.token {
+        Some(t) if t.get_ref().trim().is_empty() => {
+            return Err(loc.error(span(t), "expected a non-empty token"));
+        }
+        Some(t) => Some(t.get_ref().clone()),
+        None => None,
+    };
+    Ok(Some(AdminConfig { listen: addr, token }))
+}
+
+fn build_log(raw: &RawConfig, loc: &Locator<'_>) -> Result<LogConfig, ConfigError> {
+    let access = match raw.log.access.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("off") => AccessLog::Off,
+        Some("stdout") => AccessLog::Stdout,
+        Some("") => {
+            return Err(loc.error(raw.log.access.as_ref().and_then(span), "expected \"stdout\", \"off\" or a file path"))
+        }
+        Some(path) => AccessLog::File(PathBuf::from(path)),
+    };
+    let format = match raw.log.format.as_ref().map(|f| f.get_ref().as_str()) {
+        None | Some("combined") => LogFormat::Combined,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(loc.error(
+                raw.log.format.as_ref().and_then(span),
+                format!("expected \"combined\" or \"json\", found \"{other}\""),
+            ))
+        }
+    };
+    Ok(LogConfig { access, format })
+}
+
+fn build_rate_limits(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<RateLimitConfig>, ConfigError> {
+    let mut limits = Vec::new();
+    for r in &raw.rate_limit {
+        let key_text = r.key.get_ref().trim();
+        let key = if key_text == "client_ip" {
+            RateKey::ClientIp
+        } else if let Some(name) = key_text.strip_prefix("header:") {
+            RateKey::Header(HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                loc.error(span(&r.key), format!("expected a header name after \"header:\", found \"{name}\""))
+            })?)
+        } else {
+            return Err(loc.error(
+                span(&r.key),
+                format!("expected \"client_ip\" or \"header:Name\", found \"{key_text}\""),
+            ));
+        };
+        let rate_text = r.rate.get_ref().trim();
+        let bad_rate = || {
+            loc.error(span(&r.rate), format!("expected a rate such as \"100/s\", \"600/m\" or \"1000/h\", found \"{rate_text}\""))
+        };
+        let (count, unit) = rate_text.split_once('/').ok_or_else(bad_rate)?;
+        let count: u32 = count.trim().parse().ok().filter(|&c| c > 0).ok_or_else(bad_rate)?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad_rate()),
+        };
+        let burst = match &r.burst {
+            None => count,
+            Some(b) if (1..=i64::from(u32::MAX)).contains(b.get_ref()) => *b.get_ref() as u32,
+            Some(b) => return Err(loc.error(span(b), "expected a burst of at least 1")),
+        };
+        let path_prefix = r.path_prefix.as_ref().map(|p| p.get_ref().clone());
+        limits.push(RateLimitConfig { key, count, per, burst, path_prefix });
+    }
+    Ok(limits)
 }
 
 fn build_cache(raw: &RawConfig, loc: &Locator<'_>) -> Result<CacheConfig, ConfigError> {
@@ -471,6 +656,13 @@ fn build_cache(raw: &RawConfig, loc: &Locator<'_>) -> Result<CacheConfig, Config
         hit_for_miss: c.hit_for_miss.map_or(defaults::HIT_FOR_MISS, |d| d.0),
         heuristic_max: c.heuristic_max.map_or(defaults::HEURISTIC_MAX, |d| d.0),
         strip_targeted: c.strip_targeted.unwrap_or(defaults::STRIP_TARGETED),
+        purge_allow: cidrs(c.purge_allow.as_deref(), "cache.purge_allow", loc)?,
+        tag_header: match &c.tag_header {
+            None => HeaderName::from_static(defaults::TAG_HEADER),
+            Some(name) => HeaderName::from_bytes(name.get_ref().trim().as_bytes()).map_err(|_| {
+                loc.error(span(name), format!("expected a header name, found \"{}\"", name.get_ref()))
+            })?,
+        },
     })
 }
 

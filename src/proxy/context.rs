@@ -1,12 +1,24 @@
 //! `RequestCtx`: what happened to one request, filled in by each phase of
-//! `proxy::handle` and read once at its single exit for the log line (and,
-//! later, metrics).
+//! `proxy::handle` and read once at its single exit for the metrics, the
+//! trace line and the access log.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use http::{Method, StatusCode};
+use http::{header, Method, StatusCode, Version};
+
+use crate::config::LogFormat;
+
+/// One request sent to a backend: its first-byte time, or why it failed.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The backend's name.
+    pub backend: Arc<str>,
+    /// Time to the response head, or the failure reason (a 5xx answer
+    /// counts as `status_5xx`).
+    pub result: Result<std::time::Duration, &'static str>,
+}
 
 /// How the cache took part in a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +56,8 @@ pub struct RequestCtx {
     pub start: Instant,
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's address as believed after `trusted_proxies`.
+    pub client_ip: IpAddr,
     /// The method.
     pub method: Method,
     /// How the cache took part.
@@ -62,6 +76,8 @@ pub struct RequestCtx {
     pub tried: Vec<Arc<str>>,
     /// The client prefers a JSON error body to HTML.
     pub wants_json: bool,
+    /// Every backend request made for it, retries included.
+    pub attempts: Vec<Attempt>,
 }
 
 impl RequestCtx {
@@ -71,6 +87,7 @@ impl RequestCtx {
             xid,
             start: Instant::now(),
             client,
+            client_ip: client.ip(),
             method,
             outcome: Outcome::Pass,
             backend: None,
@@ -80,12 +97,14 @@ impl RequestCtx {
             retries: 0,
             tried: Vec::new(),
             wants_json: false,
+            attempts: Vec::new(),
         }
     }
 
-    /// The single exit: one access-log line per request.
-    pub fn finish(&self, uri: &http::Uri, status: StatusCode) {
-        tracing::info!(
+    /// One trace line per request, at debug level (the access log proper
+    /// is `[log] access`).
+    pub fn trace(&self, uri: &http::Uri, status: StatusCode) {
+        tracing::debug!(
             target: "shellac::access",
             xid = self.xid,
             client = %self.client.ip(),
@@ -100,6 +119,112 @@ impl RequestCtx {
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
         );
     }
+}
+
+/// The parts of the request head the access log needs, taken before the
+/// request is consumed (only when the access log is on).
+pub struct LogHead {
+    url: String,
+    version: Version,
+    referer: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl LogHead {
+    /// Copies what the log line shows.
+    pub fn of<B>(req: &http::Request<B>) -> LogHead {
+        let text = |name| req.headers().get(name).map(|v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        LogHead {
+            url: req.uri().to_string(),
+            version: req.version(),
+            referer: text(header::REFERER),
+            user_agent: text(header::USER_AGENT),
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Time from sending to the response head of the backend request that
+    /// answered, if any.
+    fn ttfb(&self) -> Option<Duration> {
+        self.attempts.last().and_then(|a| a.result.ok())
+    }
+
+    /// The access-log line: NCSA combined as varnishncsa writes it, plus the
+    /// cache handling, the XID and the duration in seconds; or one JSON object.
+    pub fn access_line(&self, format: LogFormat, head: &LogHead, status: StatusCode, bytes: Option<u64>) -> String {
+        let now = SystemTime::now();
+        let duration = self.start.elapsed();
+        match format {
+            LogFormat::Combined => {
+                let quote = |v: &Option<String>| v.as_deref().unwrap_or("-").replace('"', "\\\"");
+                format!(
+                    "{client} - - [{time}] \"{method} {url} {version:?}\" {status} {bytes} \"{referer}\" \"{ua}\" {cache} {xid} {secs:.6}",
+                    client = self.client_ip,
+                    time = clf_time(now),
+                    method = self.method,
+                    url = head.url,
+                    version = head.version,
+                    status = status.as_u16(),
+                    bytes = bytes.map_or_else(|| "-".to_string(), |b| b.to_string()),
+                    referer = quote(&head.referer),
+                    ua = quote(&head.user_agent),
+                    cache = self.outcome.as_str(),
+                    xid = self.xid,
+                    secs = duration.as_secs_f64(),
+                )
+            }
+            LogFormat::Json => serde_json::json!({
+                "time": rfc3339(now),
+                "xid": self.xid,
+                "client": self.client_ip.to_string(),
+                "method": self.method.as_str(),
+                "url": head.url,
+                "status": status.as_u16(),
+                "bytes": bytes,
+                "duration_ms": duration.as_secs_f64() * 1000.0,
+                "cache": self.outcome.as_str(),
+                "backend": self.backend.as_deref(),
+                "retries": self.retries,
+                "ttfb_ms": self.ttfb().map(|d| d.as_secs_f64() * 1000.0),
+                "error": self.error,
+            })
+            .to_string(),
+        }
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+fn split_time(t: SystemTime) -> ((i64, u32, u32), u64, u64, u64, u32) {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    (civil((secs / 86_400) as i64), secs % 86_400 / 3600, secs % 3600 / 60, secs % 60, since.subsec_millis())
+}
+
+/// `10/Oct/2000:13:55:36 +0000` (Common Log Format, UTC).
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let ((y, m, d), hh, mm, ss, _) = split_time(t);
+    format!("{d:02}/{}/{y}:{hh:02}:{mm:02}:{ss:02} +0000", MONTHS[(m - 1) as usize])
+}
+
+/// `2026-11-23T15:20:01.123Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let ((y, m, d), hh, mm, ss, ms) = split_time(t);
+    format!("{y}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
 }
 
 /// The backends tried, comma-separated, for the log line.

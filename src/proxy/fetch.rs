@@ -15,7 +15,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 
-use super::RequestCtx;
+use super::{Attempt, RequestCtx};
 use crate::backend::{FetchError, InFlight, Pool};
 use crate::body::Body;
 use crate::config::{RetryConfig, RouteConfig};
@@ -64,9 +64,12 @@ pub(super) async fn fetch(
         let timeout = route
             .first_byte_timeout
             .unwrap_or(backend.client.config().first_byte_timeout);
+        let sent_at = std::time::Instant::now();
         match backend.client.send_returning(req, timeout).await {
             Ok(response) => {
                 let status = response.status();
+                let result = if status.is_server_error() { Err("status_5xx") } else { Ok(sent_at.elapsed()) };
+                ctx.attempts.push(Attempt { backend: backend.name().clone(), result });
                 honour_retry_after(&slot, &response);
                 if status.is_server_error() {
                     backend.record_failure(&slot);
@@ -82,6 +85,7 @@ pub(super) async fn fetch(
                 tracing::info!(xid = ctx.xid, backend = %backend.name(), status = status.as_u16(), retry = ctx.retries + 1, "retrying after backend status");
             }
             Err(failure) => {
+                ctx.attempts.push(Attempt { backend: backend.name().clone(), result: Err(failure.error.reason()) });
                 if failure.error.counts_against_backend() {
                     backend.record_failure(&slot);
                 }

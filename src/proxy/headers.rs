@@ -49,6 +49,28 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(PROXY_CONNECTION);
 }
 
+/// The client's address as Shellac believes it: the peer, unless the peer
+/// is a trusted proxy, in which case the right-most address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (the left part of
+/// the header is whatever the client wrote, so it is never believed).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    if trusted.is_empty() || !trusted.iter().any(|net| net.contains(&peer)) {
+        return peer;
+    }
+    let mut believed = peer;
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(value) = value.to_str() else { return believed };
+        for hop in value.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else { return believed };
+            believed = ip;
+            if !trusted.iter().any(|net| net.contains(&ip)) {
+                return ip;
+            }
+        }
+    }
+    believed
+}
+
 /// Appends the client's address to `X-Forwarded-For`, as Varnish does.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     let joined = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {

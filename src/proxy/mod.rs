@@ -19,7 +19,6 @@ pub mod range;
 pub mod route;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -29,7 +28,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
-pub use context::{Outcome, RequestCtx};
+pub use context::{Attempt, Outcome, RequestCtx};
 
 use crate::backend::{Backends, FetchError, Pool};
 use crate::body::{Body, CaptureBody, Captured};
@@ -39,7 +38,11 @@ use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
 use crate::config::defaults::{RETRY_AFTER_MAX, RETRY_AFTER_MIN};
 use crate::config::Config;
 use crate::limits;
+use crate::access_log::AccessLogger;
+use crate::ops::Ops;
+use crate::ratelimit::RateLimits;
 use crate::synth::{self, Facts, Pages, Synthetic};
+use context::LogHead;
 use range::RangeAnswer;
 
 /// How many times a waiter looks up again after its writer stored or went
@@ -58,7 +61,9 @@ pub struct Proxy {
     cache: Arc<Cache>,
     backends: Arc<Backends>,
     pages: Pages,
-    next_xid: AtomicU64,
+    ops: Arc<Ops>,
+    rate_limits: RateLimits,
+    access_log: AccessLogger,
 }
 
 /// The facts about the client's request that later phases need.
@@ -74,16 +79,60 @@ struct Exchange {
 }
 
 impl Proxy {
-    /// A proxy for `config` over `store`.
+    /// A proxy for `config` over `store`, with fresh operational state
+    /// (tests and benches; `run` uses [`Proxy::build`]).
     pub fn new(config: Arc<Config>, store: Arc<dyn ObjectStore>) -> Proxy {
-        let backends = Arc::new(Backends::new(&config));
+        let ops = Arc::new(Ops::default());
+        let access_log = AccessLogger::start(&config.log, ops.metrics.access_log_dropped.clone())
+            .unwrap_or_else(|_| AccessLogger::off());
+        Proxy::build(config, Arc::new(Cache::new(store)), ops, access_log, None)
+    }
+
+    /// A proxy for `config` sharing `cache` and `ops` with earlier
+    /// generations; backends whose settings did not change are taken over
+    /// from `previous`, with their connection pools and health history.
+    pub fn build(
+        config: Arc<Config>,
+        cache: Arc<Cache>,
+        ops: Arc<Ops>,
+        access_log: AccessLogger,
+        previous: Option<&Proxy>,
+    ) -> Proxy {
+        let backends = Arc::new(Backends::build(&config, previous.map(|p| p.backends.as_ref())));
         Proxy {
             pages: Pages::new(&config.server),
+            rate_limits: RateLimits::new(&config.rate_limits),
             config,
-            cache: Arc::new(Cache::new(store)),
+            cache,
             backends,
-            next_xid: AtomicU64::new(1),
+            ops,
+            access_log,
         }
+    }
+
+    /// The configuration this generation runs on.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The backends and pools.
+    pub fn backends(&self) -> &Arc<Backends> {
+        &self.backends
+    }
+
+    /// Operational state shared across reloads.
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
+    }
+
+    /// The access-log writer.
+    pub fn access_log(&self) -> &AccessLogger {
+        &self.access_log
+    }
+
+    /// The rate limiters (the server trims them now and then).
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.rate_limits
     }
 
     /// The cache (for tests and metrics).
@@ -97,7 +146,9 @@ impl Proxy {
         B: Into<Body>,
     {
         let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
+        ctx.client_ip = headers::client_ip(client.ip(), req.headers(), &self.config.server.trusted_proxies);
         ctx.wants_json = synth::wants_json(req.headers());
+        let log_head = self.access_log.is_on().then(|| LogHead::of(&req));
         let uri = req.uri().clone();
         let mut response = self.process(req, &mut ctx).await;
         if ctx.retries > 0 {
@@ -105,12 +156,19 @@ impl Proxy {
                 .headers_mut()
                 .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
         }
-        ctx.finish(&uri, response.status());
+        // The single exit: metrics, the debug trace and the access log.
+        let status = response.status();
+        self.ops.metrics.record(&ctx, status.as_u16());
+        ctx.trace(&uri, status);
+        if let Some(head) = log_head {
+            let bytes = content_length(response.headers());
+            self.access_log.log(ctx.access_line(self.access_log.format(), &head, status, bytes));
+        }
         response
     }
 
     fn xid(&self) -> u64 {
-        self.next_xid.fetch_add(1, Ordering::Relaxed)
+        self.ops.next_xid()
     }
 
     async fn process<B: Into<Body>>(
@@ -119,8 +177,16 @@ impl Proxy {
         ctx: &mut RequestCtx,
     ) -> Response<Body> {
         // 1. Limits.
+        if let Some(retry_after) = self.ops.maintenance(self.config.server.retry_after) {
+            return self.synthetic(ctx, Synthetic::maintenance(retry_after));
+        }
         if let Err(refusal) = limits::check(&req, &self.config.server) {
             return self.synthetic(ctx, refusal);
+        }
+        if !self.rate_limits.is_empty() {
+            if let Some(wait) = self.rate_limits.check(req.uri().path(), ctx.client_ip, req.headers()) {
+                return self.synthetic(ctx, Synthetic::rate_limited(wait));
+            }
         }
 
         // 2. Route.
@@ -148,6 +214,9 @@ impl Proxy {
             host,
             cc: CacheControl::from_headers(req.headers()),
         };
+        if req.method().as_str() == "PURGE" {
+            return self.purge(ctx, &exchange.key);
+        }
         let (parts, body) = req.into_parts();
         let body = body.into();
 
@@ -577,6 +646,25 @@ impl Proxy {
         response
     }
 
+    /// `PURGE`: removes every variant of the URL, for clients in
+    /// `[cache] purge_allow` (403 for others; 405 when the list is empty).
+    fn purge(&self, ctx: &mut RequestCtx, key: &CacheKey) -> Response<Body> {
+        let allow = &self.config.cache.purge_allow;
+        if allow.is_empty() {
+            return self.synthetic(ctx, Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, "purge_not_enabled"));
+        }
+        if !allow.iter().any(|net| net.contains(&ctx.client_ip)) {
+            return self.synthetic(ctx, Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"));
+        }
+        self.cache.invalidate(key);
+        ctx.outcome = Outcome::Synth;
+        ctx.error = Some("purge");
+        tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
+        let mut response = Response::new(Body::full("Purged\n"));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
     /// Starts one background fetch for a stale object served in grace, unless
     /// one is already running for the key.
     fn refresh_in_background(
@@ -722,6 +810,7 @@ impl Proxy {
         if let Ok(value) = HeaderValue::from_str(cache_status) {
             headers.insert(headers::CACHE_STATUS, value);
         }
+        headers.remove(&self.config.cache.tag_header);
         if self.config.cache.strip_targeted {
             headers.remove(policy::SHELLAC_CACHE_CONTROL);
             headers.remove(policy::CDN_CACHE_CONTROL);

@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
-use crate::proxy::Proxy;
 
 /// The connection settings derived from `[server]`, built once.
 pub struct Settings {
@@ -57,7 +56,7 @@ impl Settings {
 pub(super) async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
-    proxy: Arc<Proxy>,
+    current: super::Current,
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
 ) {
@@ -69,7 +68,9 @@ pub(super) async fn serve_connection(
     };
     let service_activity = activity.clone();
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
+        // Each request runs on the generation current when it arrived;
+        // a reload never changes the rules under a request in flight.
+        let proxy = current.load_full();
         let activity = service_activity.clone();
         async move {
             activity.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -1,64 +1,139 @@
-//! The client side: accept loops, one task per connection, and the drain on
-//! shutdown. It knows nothing of HTTP semantics; every request goes to
-//! [`Proxy::handle`].
+//! The client side: accept loops, one task per connection, listener changes
+//! on reload, and the drain on shutdown. It knows nothing of HTTP semantics;
+//! every request goes to the current [`Proxy`] generation.
 
 mod conn;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::proxy::Proxy;
 
+pub use conn::Settings;
+
+/// The proxy generation new requests go to; a reload swaps it.
+pub type Current = Arc<ArcSwap<Proxy>>;
+
+/// What every accept loop shares.
+struct Shared {
+    current: Current,
+    settings: ArcSwap<Settings>,
+    /// Dropped by each connection task when it ends; the drain waits for
+    /// the last one (the mini-redis pattern).
+    drain_tx: mpsc::Sender<()>,
+    /// Flips to `true` on shutdown: stop accepting, close idle connections.
+    stop_rx: watch::Receiver<bool>,
+}
+
 /// Serves `listeners` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish for up to `drain_timeout` and returns.
+/// in-flight requests finish for up to `[server] drain_timeout` and returns.
+/// Each time `reloaded` changes, the listeners follow the current
+/// configuration's `[server] listen` (new addresses bound, old ones closed;
+/// their open connections finish) and new connections get its settings.
 pub async fn serve(
     listeners: Vec<TcpListener>,
-    proxy: Arc<Proxy>,
-    settings: conn::Settings,
-    drain_timeout: Duration,
+    current: Current,
+    mut reloaded: watch::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let settings = Arc::new(settings);
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Every connection task holds a clone of `drain_tx`; when the last one
-    // is gone, `drain_rx.recv()` returns `None` (the mini-redis pattern).
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+    let settings = Settings::new(&current.load().config().server);
+    let shared = Arc::new(Shared { current: current.clone(), settings: ArcSwap::from_pointee(settings), drain_tx, stop_rx });
+    let mut loops: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
     for listener in listeners {
-        let proxy = proxy.clone();
-        let settings = settings.clone();
-        let stop_rx = stop_rx.clone();
-        let drain_tx = drain_tx.clone();
-        tokio::spawn(accept_loop(listener, proxy, settings, stop_rx, drain_tx));
+        if let Ok(addr) = listener.local_addr() {
+            loops.insert(addr, start_accepting(listener, shared.clone()));
+        }
     }
-    drop(drain_tx);
+    // Addresses as configured (port 0 in tests) map to what they were bound to.
+    let mut configured: Vec<SocketAddr> = current.load().config().server.listen.clone();
 
-    shutdown.await;
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = reloaded.changed() => {
+                if changed.is_err() {
+                    // No reloader left: just wait for shutdown.
+                    (&mut shutdown).await;
+                    break;
+                }
+                let config = current.load().config().clone();
+                shared.settings.store(Arc::new(Settings::new(&config.server)));
+                if config.server.listen != configured {
+                    follow_listen(&config.server.listen, &configured, &mut loops, &shared).await;
+                    configured = config.server.listen.clone();
+                }
+            }
+        }
+    }
+
+    current.load().ops().start_draining();
+    let drain_timeout = current.load().config().server.drain_timeout;
+    tracing::info!(?drain_timeout, "shutting down: no new connections, draining in-flight requests");
     let _ = stop_tx.send(true);
+    for (_, stop) in loops.drain() {
+        let _ = stop.send(true);
+    }
+    drop(shared);
     match tokio::time::timeout(drain_timeout, drain_rx.recv()).await {
         Ok(_) => tracing::info!("drain finished"),
-        Err(_) => tracing::warn!(
-            ?drain_timeout,
-            "drain_timeout expired with requests still in flight"
-        ),
+        Err(_) => tracing::warn!(?drain_timeout, "drain_timeout expired with requests still in flight"),
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    settings: Arc<conn::Settings>,
-    mut stop_rx: watch::Receiver<bool>,
-    drain_tx: mpsc::Sender<()>,
+/// Binds the addresses that are new in `wanted` and stops the loops of
+/// those that are gone. A bind failure is logged and the rest goes on.
+async fn follow_listen(
+    wanted: &[SocketAddr],
+    before: &[SocketAddr],
+    loops: &mut HashMap<SocketAddr, watch::Sender<bool>>,
+    shared: &Arc<Shared>,
 ) {
+    for addr in before.iter().filter(|a| !wanted.contains(a)) {
+        // Port-0 addresses were bound to another port: match by IP then.
+        let bound: Vec<SocketAddr> =
+            loops.keys().filter(|b| *b == addr || (addr.port() == 0 && b.ip() == addr.ip())).copied().collect();
+        for b in bound {
+            if let Some(stop) = loops.remove(&b) {
+                let _ = stop.send(true);
+                tracing::info!(addr = %b, "stopped listening (reload)");
+            }
+        }
+    }
+    for addr in wanted.iter().filter(|a| !before.contains(a)) {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().unwrap_or(*addr);
+                tracing::info!(addr = %bound, "shellac listening (reload)");
+                loops.insert(bound, start_accepting(listener, shared.clone()));
+            }
+            Err(error) => tracing::error!(%addr, %error, "cannot listen on the new address; keeping the others"),
+        }
+    }
+}
+
+fn start_accepting(listener: TcpListener, shared: Arc<Shared>) -> watch::Sender<bool> {
+    let (own_stop_tx, own_stop_rx) = watch::channel(false);
+    tokio::spawn(accept_loop(listener, shared, own_stop_rx));
+    own_stop_tx
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut own_stop: watch::Receiver<bool>) {
+    let mut stop_rx = shared.stop_rx.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop_rx.changed() => return,
+            _ = own_stop.changed() => return,
         };
         let (stream, client) = match accepted {
             Ok(pair) => pair,
@@ -70,15 +145,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        let proxy = proxy.clone();
-        let settings = settings.clone();
-        let stop_rx = stop_rx.clone();
-        let drain_tx = drain_tx.clone();
+        let current = shared.current.clone();
+        let settings = shared.settings.load_full();
+        let stop_rx = shared.stop_rx.clone();
+        let drain_tx = shared.drain_tx.clone();
         tokio::spawn(async move {
-            conn::serve_connection(stream, client, proxy, &settings, stop_rx).await;
+            conn::serve_connection(stream, client, current, &settings, stop_rx).await;
             drop(drain_tx);
         });
     }
 }
-
-pub use conn::Settings;

@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 /// Shellac running inside the test process.
 pub struct Shellac {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `[admin] listen`.
+    pub admin: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -29,12 +31,16 @@ impl Shellac {
         config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
         let listeners = shellac::bind(&config).await.expect("bind shellac");
         let addr = shellac::local_addrs(&listeners)[0];
+        let admin_listener = shellac::bind_admin(&config).await.expect("bind admin");
+        let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let launch = shellac::Launch { admin: admin_listener, demo_origin: None };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(shellac::run(config, listeners, async move {
+        let task = tokio::spawn(shellac::run_with(config, listeners, launch, async move {
             let _ = rx.await;
         }));
         Shellac {
             addr,
+            admin,
             shutdown: Some(tx),
             task: Some(task),
         }

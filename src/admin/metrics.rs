@@ -1,0 +1,245 @@
+//! Every metric Shellac exports, registered once, with the names operators
+//! scrape (`shellac_` prefix, Prometheus conventions). The request path only
+//! bumps handles: the per-outcome counters and histograms are created up
+//! front, so a cache hit never looks a label set up.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::proxy::{Outcome, RequestCtx};
+
+/// `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// `backend` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+/// `backend` and `reason` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendReason {
+    backend: String,
+    reason: &'static str,
+}
+
+/// `status` and `reason` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SynthLabel {
+    status: u16,
+    reason: &'static str,
+}
+
+const OUTCOMES: [Outcome; 5] = [Outcome::Hit, Outcome::HitStale, Outcome::Miss, Outcome::Pass, Outcome::Synth];
+
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Hit => 0,
+        Outcome::HitStale => 1,
+        Outcome::Miss => 2,
+        Outcome::Pass => 3,
+        Outcome::Synth => 4,
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … 16 s: a cache hit and a GPU-heavy backend on one scale.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The metrics of one Shellac process.
+pub struct Metrics {
+    registry: Registry,
+    requests: [Counter; 5],
+    durations: [Histogram; 5],
+    synth: Family<SynthLabel, Counter>,
+    backend_requests: Family<BackendLabel, Counter>,
+    backend_failures: Family<BackendReason, Counter>,
+    backend_retries: Family<BackendLabel, Counter>,
+    backend_first_byte: Family<BackendLabel, Histogram, fn() -> Histogram>,
+    backend_healthy: Family<BackendLabel, Gauge>,
+    backend_in_flight: Family<BackendLabel, Gauge>,
+    backend_queue: Family<BackendLabel, Gauge>,
+    backend_idle_connections: Family<BackendLabel, Gauge>,
+    cache_objects: Gauge,
+    cache_bytes: Gauge,
+    /// Objects evicted to stay within `capacity` (not expiries).
+    pub cache_evictions: Counter,
+    coalesced: Counter,
+    rate_limited: Counter,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
+    bans_active: Gauge,
+    /// Synthetic 503s, for the status page (the labelled family has the detail).
+    synth_503: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests_family = Family::<OutcomeLabel, Counter>::default();
+        let durations_family =
+            Family::<OutcomeLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let requests = OUTCOMES.map(|o| requests_family.get_or_create(&OutcomeLabel { outcome: o.as_str() }).clone());
+        let durations = OUTCOMES.map(|o| durations_family.get_or_create(&OutcomeLabel { outcome: o.as_str() }).clone());
+        registry.register("shellac_requests", "Client requests by how the cache took part", requests_family);
+        registry.register(
+            "shellac_request_duration_seconds",
+            "Time from request head to response head, by outcome",
+            durations_family,
+        );
+        let metrics = Metrics {
+            requests,
+            durations,
+            synth: Family::default(),
+            backend_requests: Family::default(),
+            backend_failures: Family::default(),
+            backend_retries: Family::default(),
+            backend_first_byte: Family::new_with_constructor(latency_histogram),
+            backend_healthy: Family::default(),
+            backend_in_flight: Family::default(),
+            backend_queue: Family::default(),
+            backend_idle_connections: Family::default(),
+            cache_objects: Gauge::default(),
+            cache_bytes: Gauge::default(),
+            cache_evictions: Counter::default(),
+            coalesced: Counter::default(),
+            rate_limited: Counter::default(),
+            access_log_dropped: Counter::default(),
+            bans_active: Gauge::default(),
+            synth_503: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("shellac_synth_responses", "Responses Shellac made itself, by status and reason", metrics.synth.clone());
+        registry.register("shellac_backend_requests", "Requests sent to each backend (retries included)", metrics.backend_requests.clone());
+        registry.register("shellac_backend_failures", "Failed backend fetches, by reason", metrics.backend_failures.clone());
+        registry.register("shellac_backend_retries", "Retries sent to each backend", metrics.backend_retries.clone());
+        registry.register(
+            "shellac_backend_first_byte_seconds",
+            "Time from sending a request to a backend to its response head",
+            metrics.backend_first_byte.clone(),
+        );
+        registry.register("shellac_backend_healthy", "1 when the backend may take traffic (probe, ejection, forced state)", metrics.backend_healthy.clone());
+        registry.register("shellac_backend_in_flight", "Requests a backend is working on now", metrics.backend_in_flight.clone());
+        registry.register("shellac_backend_queue_length", "Requests waiting for a backend's max_connections", metrics.backend_queue.clone());
+        registry.register("shellac_backend_idle_connections", "Pooled keep-alive connections to each backend", metrics.backend_idle_connections.clone());
+        registry.register("shellac_cache_objects", "Entries in the cache (objects, variants markers, hit-for-miss markers)", metrics.cache_objects.clone());
+        registry.register("shellac_cache_bytes", "Bytes the cache holds, by its weigher", metrics.cache_bytes.clone());
+        registry.register("shellac_cache_evictions", "Objects evicted to stay within capacity", metrics.cache_evictions.clone());
+        registry.register("shellac_coalesced_waiters", "Requests that waited for another request's fetch", metrics.coalesced.clone());
+        registry.register("shellac_rate_limited", "Requests refused with 429 by a rate limit", metrics.rate_limited.clone());
+        registry.register("shellac_access_log_dropped", "Access-log lines dropped because the writer fell behind", metrics.access_log_dropped.clone());
+        registry.register("shellac_bans_active", "Bans not yet applied to every object", metrics.bans_active.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    /// Counts one finished request (called once, at the pipeline's single exit).
+    pub fn record(&self, ctx: &RequestCtx, status: u16) {
+        let i = outcome_index(ctx.outcome);
+        self.requests[i].inc();
+        self.durations[i].observe(ctx.start.elapsed().as_secs_f64());
+        if ctx.outcome == Outcome::Synth && status == 503 {
+            self.synth_503.inc();
+        }
+        if ctx.outcome == Outcome::Synth {
+            self.synth.get_or_create(&SynthLabel { status, reason: ctx.error.unwrap_or("unknown") }).inc();
+        }
+        if status == 429 {
+            self.rate_limited.inc();
+        }
+        if ctx.collapsed {
+            self.coalesced.inc();
+        }
+        for (n, attempt) in ctx.attempts.iter().enumerate() {
+            let backend = BackendLabel { backend: attempt.backend.to_string() };
+            self.backend_requests.get_or_create(&backend).inc();
+            if n > 0 {
+                self.backend_retries.get_or_create(&backend).inc();
+            }
+            match attempt.result {
+                Ok(first_byte) => {
+                    self.backend_first_byte.get_or_create(&backend).observe(first_byte.as_secs_f64());
+                }
+                Err(reason) => {
+                    self.backend_failures.get_or_create(&BackendReason { backend: backend.backend, reason }).inc();
+                }
+            }
+        }
+    }
+
+    /// Requests so far by outcome, for the status page.
+    pub fn outcome_counts(&self) -> serde_json::Value {
+        let mut counts = serde_json::Map::new();
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+            counts.insert(outcome.as_str().to_string(), self.requests[i].get().into());
+        }
+        serde_json::Value::Object(counts)
+    }
+
+    /// Synthetic 503s so far.
+    pub fn synth_503(&self) -> u64 {
+        self.synth_503.get()
+    }
+
+    /// Sets the gauges that describe current state, then renders the
+    /// Prometheus text format.
+    pub fn render(&self, state: &Snapshot) -> String {
+        self.cache_objects.set(state.cache_objects as i64);
+        self.cache_bytes.set(state.cache_bytes as i64);
+        self.bans_active.set(state.bans_active as i64);
+        for b in &state.backends {
+            let label = BackendLabel { backend: b.name.to_string() };
+            self.backend_healthy.get_or_create(&label).set(i64::from(b.healthy));
+            self.backend_in_flight.get_or_create(&label).set(b.in_flight as i64);
+            self.backend_queue.get_or_create(&label).set(b.queued as i64);
+            self.backend_idle_connections.get_or_create(&label).set(b.idle_connections as i64);
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The state gauges show, read at scrape time.
+pub struct Snapshot {
+    /// Entries in the cache.
+    pub cache_objects: u64,
+    /// Bytes in the cache.
+    pub cache_bytes: u64,
+    /// Bans not yet applied everywhere.
+    pub bans_active: usize,
+    /// Per backend.
+    pub backends: Vec<BackendSnapshot>,
+}
+
+/// One backend's state at scrape time.
+pub struct BackendSnapshot {
+    /// Its name.
+    pub name: Arc<str>,
+    /// May take traffic.
+    pub healthy: bool,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// Requests queued.
+    pub queued: usize,
+    /// Pooled idle connections.
+    pub idle_connections: usize,
+}

@@ -1,0 +1,136 @@
+//! Bans: invalidation by pattern (`path_prefix`, `path_regex`, `host`,
+//! surrogate-key `tag`), applied lazily as Varnish does.
+//!
+//! A ban applies to every object stored before it. Two things apply it:
+//! a lookup that finds an older object tests it against the newer bans
+//! (so a banned object is never served, even a moment after the ban), and
+//! the *lurker* task walks the store in the background, removing matching
+//! objects; once it has walked the whole store, the bans it checked are
+//! complete and dropped. The list is read on every lookup without a lock
+//! (`ArcSwap`); it is only written when a ban is added or completed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use regex::Regex;
+
+use super::key::CacheKey;
+use super::object::CachedObject;
+
+/// What a ban matches.
+#[derive(Clone, Debug)]
+pub enum BanMatcher {
+    /// Paths starting with this.
+    PathPrefix(String),
+    /// Paths (with query) matching this regular expression.
+    PathRegex(Regex),
+    /// Exactly this host (lower-case, as in the key).
+    Host(String),
+    /// Objects whose tag header lists this tag.
+    Tag {
+        /// The tag header's name when the ban was made.
+        header: HeaderName,
+        /// The tag.
+        tag: String,
+    },
+}
+
+/// One ban.
+#[derive(Debug)]
+pub struct Ban {
+    /// When it was made: it applies to objects stored before.
+    pub at: Instant,
+    /// What it matches.
+    pub matcher: BanMatcher,
+}
+
+impl Ban {
+    /// Whether the ban removes `object` stored under `key`.
+    pub fn matches(&self, key: &CacheKey, object: &CachedObject) -> bool {
+        if object.stored_at >= self.at {
+            return false;
+        }
+        let (host, target) = split_key(key.as_str());
+        match &self.matcher {
+            BanMatcher::PathPrefix(prefix) => target.starts_with(prefix.as_str()),
+            BanMatcher::PathRegex(regex) => regex.is_match(target),
+            BanMatcher::Host(want) => host == want,
+            BanMatcher::Tag { header, tag } => object
+                .headers
+                .get_all(header)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(str::split_ascii_whitespace)
+                .any(|t| t == tag),
+        }
+    }
+}
+
+/// The host and the target of a key `scheme://host/target[\0variant…]`.
+fn split_key(key: &str) -> (&str, &str) {
+    let key = key.split('\0').next().unwrap_or(key);
+    let rest = key.split_once("://").map_or(key, |(_, rest)| rest);
+    match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    }
+}
+
+/// The bans not yet applied to the whole store.
+#[derive(Default)]
+pub struct BanList {
+    bans: ArcSwap<Vec<Arc<Ban>>>,
+    issued: AtomicU64,
+}
+
+impl BanList {
+    /// Adds a ban; returns how many are active.
+    pub fn add(&self, matcher: BanMatcher) -> usize {
+        let ban = Arc::new(Ban { at: Instant::now(), matcher });
+        self.issued.fetch_add(1, Ordering::Relaxed);
+        self.bans.rcu(|bans| {
+            let mut bans = Vec::clone(bans);
+            bans.push(ban.clone());
+            bans
+        });
+        self.active()
+    }
+
+    /// Bans waiting for the lurker.
+    pub fn active(&self) -> usize {
+        self.bans.load().len()
+    }
+
+    /// Whether any ban made after `object` was stored matches it.
+    pub fn bans(&self, key: &CacheKey, object: &CachedObject) -> bool {
+        let bans = self.bans.load();
+        !bans.is_empty() && bans.iter().any(|ban| ban.matches(key, object))
+    }
+
+    /// The current bans (for the lurker).
+    pub(super) fn snapshot(&self) -> Arc<Vec<Arc<Ban>>> {
+        self.bans.load_full()
+    }
+
+    /// Drops the bans the lurker has applied to the whole store.
+    pub(super) fn complete(&self, done: &[Arc<Ban>]) {
+        self.bans.rcu(|bans| {
+            bans.iter().filter(|b| !done.iter().any(|d| Arc::ptr_eq(b, d))).cloned().collect::<Vec<_>>()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_host_and_target() {
+        assert_eq!(split_key("http://a.com/x/y?z"), ("a.com", "/x/y?z"));
+        assert_eq!(split_key("http://a.com/x\u{0}3\u{0}gzip"), ("a.com", "/x"));
+        assert_eq!(split_key("http://a.com"), ("a.com", "/"));
+    }
+}
