@@ -25,20 +25,39 @@ impl AccessLogger {
     /// Starts the writer for `config` (nothing when the log is off).
     pub fn start(config: &LogConfig, dropped: Counter) -> std::io::Result<AccessLogger> {
         let sink: Box<dyn Write + Send> = match &config.access {
-            AccessLog::Off => return Ok(AccessLogger { sender: None, format: config.format, dropped }),
+            AccessLog::Off => {
+                return Ok(AccessLogger {
+                    sender: None,
+                    format: config.format,
+                    dropped,
+                })
+            }
             AccessLog::Stdout => Box::new(std::io::stdout()),
-            AccessLog::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            AccessLog::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
         };
         let (sender, receiver) = mpsc::channel(BACKLOG);
         std::thread::Builder::new()
             .name("shellac-access-log".into())
             .spawn(move || write_lines(receiver, sink))?;
-        Ok(AccessLogger { sender: Some(sender), format: config.format, dropped })
+        Ok(AccessLogger {
+            sender: Some(sender),
+            format: config.format,
+            dropped,
+        })
     }
 
     /// A logger that logs nothing.
     pub fn off() -> AccessLogger {
-        AccessLogger { sender: None, format: LogFormat::Combined, dropped: Counter::default() }
+        AccessLogger {
+            sender: None,
+            format: LogFormat::Combined,
+            dropped: Counter::default(),
+        }
     }
 
     /// Whether lines are wanted at all (skip building them when not).

@@ -67,11 +67,18 @@ pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
 
 /// Binds the admin listener when `[admin] listen` is set.
 pub async fn bind_admin(config: &Config) -> std::io::Result<Option<TcpListener>> {
-    let Some(admin) = &config.admin else { return Ok(None) };
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
     TcpListener::bind(admin.listen)
         .await
         .map(Some)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {} (admin): {e}", admin.listen)))
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (admin): {e}", admin.listen),
+            )
+        })
 }
 
 /// How `run` was started, beyond the configuration.
@@ -90,27 +97,47 @@ pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: impl Fut
 }
 
 /// [`run`] with an admin listener and the `--demo` origin.
-pub async fn run_with(config: Config, listeners: Vec<TcpListener>, launch: Launch, shutdown: impl Future<Output = ()>) {
+pub async fn run_with(
+    config: Config,
+    listeners: Vec<TcpListener>,
+    launch: Launch,
+    shutdown: impl Future<Output = ()>,
+) {
     let ops = Arc::new(ops::Ops::default());
     let evictions = ops.metrics.cache_evictions.clone();
-    let store = Arc::new(MemoryStore::with_eviction_listener(config.cache.capacity, Arc::new(move || {
-        evictions.inc();
-    })));
-    let access_log = access_log::AccessLogger::start(&config.log, ops.metrics.access_log_dropped.clone())
-        .unwrap_or_else(|error| {
-            tracing::error!(%error, "cannot open the access log; access logging is off");
-            access_log::AccessLogger::off()
-        });
+    let store = Arc::new(MemoryStore::with_eviction_listener(
+        config.cache.capacity,
+        Arc::new(move || {
+            evictions.inc();
+        }),
+    ));
+    let access_log =
+        access_log::AccessLogger::start(&config.log, ops.metrics.access_log_dropped.clone())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot open the access log; access logging is off");
+                access_log::AccessLogger::off()
+            });
     ops.set_maintenance_file(config.server.maintenance_file.clone());
     let cache = Arc::new(cache::Cache::new(store));
     let proxy = Proxy::build(Arc::new(config), cache, ops.clone(), access_log, None);
     let current: server::Current = Arc::new(ArcSwap::from_pointee(proxy));
     let (reload_tx, reload_rx) = watch::channel(());
-    let reloader = Arc::new(reload::Reloader::new(current.clone(), reload_tx, launch.demo_origin));
+    let reloader = Arc::new(reload::Reloader::new(
+        current.clone(),
+        reload_tx,
+        launch.demo_origin,
+    ));
 
-    let mut tasks = vec![ops.watch_maintenance_file(), tokio::spawn(housekeeping(current.clone()))];
+    let mut tasks = vec![
+        ops.watch_maintenance_file(),
+        tokio::spawn(housekeeping(current.clone())),
+    ];
     if let Some(admin) = launch.admin {
-        tasks.push(tokio::spawn(admin::serve(admin, current.clone(), reloader.clone())));
+        tasks.push(tokio::spawn(admin::serve(
+            admin,
+            current.clone(),
+            reloader.clone(),
+        )));
     }
     #[cfg(unix)]
     tasks.push(tokio::spawn(reload_on_sighup(reloader.clone())));
@@ -142,7 +169,9 @@ async fn housekeeping(current: server::Current) {
 #[cfg(unix)]
 async fn reload_on_sighup(reloader: Arc<reload::Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration");
         let _ = reloader.reload();

@@ -53,7 +53,8 @@ impl Ops {
     /// Switches maintenance mode by hand (`POST /maintenance`).
     pub fn set_maintenance(&self, on: bool, retry_after: Option<Duration>) {
         if let Some(after) = retry_after {
-            self.maintenance_retry_after.store(after.as_secs(), Ordering::Relaxed);
+            self.maintenance_retry_after
+                .store(after.as_secs(), Ordering::Relaxed);
         }
         self.maintenance_manual.store(on, Ordering::Release);
     }
@@ -61,11 +62,14 @@ impl Ops {
     /// `Some(retry_after)` while maintenance is on, by hand or by file;
     /// `fallback` when no `retry_after` was given.
     pub fn maintenance(&self, fallback: Duration) -> Option<Duration> {
-        let on = self.maintenance_manual.load(Ordering::Acquire) || self.maintenance_file.load(Ordering::Acquire);
-        on.then(|| match self.maintenance_retry_after.load(Ordering::Relaxed) {
-            0 => fallback,
-            secs => Duration::from_secs(secs),
-        })
+        let on = self.maintenance_manual.load(Ordering::Acquire)
+            || self.maintenance_file.load(Ordering::Acquire);
+        on.then(
+            || match self.maintenance_retry_after.load(Ordering::Relaxed) {
+                0 => fallback,
+                secs => Duration::from_secs(secs),
+            },
+        )
     }
 
     /// Sets the file whose existence turns maintenance on (on load and reload).
@@ -84,7 +88,9 @@ impl Ops {
             loop {
                 tick.tick().await;
                 let Some(ops) = ops.upgrade() else { return };
-                let Some(path) = ops.maintenance_path.load_full() else { continue };
+                let Some(path) = ops.maintenance_path.load_full() else {
+                    continue;
+                };
                 let exists = path.try_exists().unwrap_or(false);
                 if ops.maintenance_file.swap(exists, Ordering::AcqRel) != exists {
                     tracing::warn!(file = %path.display(), on = exists, "maintenance mode changed by maintenance_file");

@@ -36,11 +36,18 @@ impl RateLimits {
             .filter_map(|config| {
                 let period = config.per / config.count;
                 let burst = NonZeroU32::new(config.burst)?;
-                let quota = Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst);
-                Some(Limit { config: config.clone(), limiter: RateLimiter::keyed(quota) })
+                let quota =
+                    Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst);
+                Some(Limit {
+                    config: config.clone(),
+                    limiter: RateLimiter::keyed(quota),
+                })
             })
             .collect();
-        RateLimits { limits, clock: DefaultClock::default() }
+        RateLimits {
+            limits,
+            clock: DefaultClock::default(),
+        }
     }
 
     /// Whether there are any limits at all.
@@ -52,14 +59,20 @@ impl RateLimits {
     /// again after `wait`.
     pub fn check(&self, path: &str, client: IpAddr, headers: &HeaderMap) -> Option<Duration> {
         for limit in &self.limits {
-            if limit.config.path_prefix.as_deref().is_some_and(|p| !path.starts_with(p)) {
+            if limit
+                .config
+                .path_prefix
+                .as_deref()
+                .is_some_and(|p| !path.starts_with(p))
+            {
                 continue;
             }
             let key = match &limit.config.key {
                 RateKey::ClientIp => client.to_string(),
-                RateKey::Header(name) => {
-                    headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default()
-                }
+                RateKey::Header(name) => headers
+                    .get(name)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default(),
             };
             if let Err(not_until) = limit.limiter.check_key(&key) {
                 return Some(not_until.wait_time_from(self.clock.now()));

@@ -26,8 +26,16 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for `current`; `notify` tells the server to follow
     /// listener and connection-setting changes.
-    pub fn new(current: Current, notify: watch::Sender<()>, demo_origin: Option<SocketAddr>) -> Reloader {
-        Reloader { current, notify, demo_origin }
+    pub fn new(
+        current: Current,
+        notify: watch::Sender<()>,
+        demo_origin: Option<SocketAddr>,
+    ) -> Reloader {
+        Reloader {
+            current,
+            notify,
+            demo_origin,
+        }
     }
 
     /// Reloads from the file the current configuration came from.
@@ -60,7 +68,13 @@ impl Reloader {
             })
         };
         ops.set_maintenance_file(config.server.maintenance_file.clone());
-        let proxy = Proxy::build(Arc::new(config), old.cache().clone(), ops, access_log, Some(old));
+        let proxy = Proxy::build(
+            Arc::new(config),
+            old.cache().clone(),
+            ops,
+            access_log,
+            Some(old),
+        );
         self.current.store(Arc::new(proxy));
         let _ = self.notify.send(());
     }

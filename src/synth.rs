@@ -98,12 +98,20 @@ impl Synthetic {
 
     /// The 503 every request gets while maintenance mode is on.
     pub fn maintenance(retry_after: Duration) -> Synthetic {
-        Synthetic { status: StatusCode::SERVICE_UNAVAILABLE, reason: MAINTENANCE, retry_after: Some(retry_after) }
+        Synthetic {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: MAINTENANCE,
+            retry_after: Some(retry_after),
+        }
     }
 
     /// A 429 for a client over its rate limit.
     pub fn rate_limited(retry_after: Duration) -> Synthetic {
-        Synthetic { status: StatusCode::TOO_MANY_REQUESTS, reason: "rate_limited", retry_after: Some(retry_after) }
+        Synthetic {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "rate_limited",
+            retry_after: Some(retry_after),
+        }
     }
 
     /// A refusal without `Retry-After` (400, 431, 501, 504).

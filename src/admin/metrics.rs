@@ -40,7 +40,13 @@ struct SynthLabel {
     reason: &'static str,
 }
 
-const OUTCOMES: [Outcome; 5] = [Outcome::Hit, Outcome::HitStale, Outcome::Miss, Outcome::Pass, Outcome::Synth];
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Hit,
+    Outcome::HitStale,
+    Outcome::Miss,
+    Outcome::Pass,
+    Outcome::Synth,
+];
 
 fn outcome_index(outcome: Outcome) -> usize {
     match outcome {
@@ -96,10 +102,28 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests_family = Family::<OutcomeLabel, Counter>::default();
         let durations_family =
-            Family::<OutcomeLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        let requests = OUTCOMES.map(|o| requests_family.get_or_create(&OutcomeLabel { outcome: o.as_str() }).clone());
-        let durations = OUTCOMES.map(|o| durations_family.get_or_create(&OutcomeLabel { outcome: o.as_str() }).clone());
-        registry.register("shellac_requests", "Client requests by how the cache took part", requests_family);
+            Family::<OutcomeLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let requests = OUTCOMES.map(|o| {
+            requests_family
+                .get_or_create(&OutcomeLabel {
+                    outcome: o.as_str(),
+                })
+                .clone()
+        });
+        let durations = OUTCOMES.map(|o| {
+            durations_family
+                .get_or_create(&OutcomeLabel {
+                    outcome: o.as_str(),
+                })
+                .clone()
+        });
+        registry.register(
+            "shellac_requests",
+            "Client requests by how the cache took part",
+            requests_family,
+        );
         registry.register(
             "shellac_request_duration_seconds",
             "Time from request head to response head, by outcome",
@@ -127,27 +151,90 @@ impl Metrics {
             synth_503: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("shellac_synth_responses", "Responses Shellac made itself, by status and reason", metrics.synth.clone());
-        registry.register("shellac_backend_requests", "Requests sent to each backend (retries included)", metrics.backend_requests.clone());
-        registry.register("shellac_backend_failures", "Failed backend fetches, by reason", metrics.backend_failures.clone());
-        registry.register("shellac_backend_retries", "Retries sent to each backend", metrics.backend_retries.clone());
+        registry.register(
+            "shellac_synth_responses",
+            "Responses Shellac made itself, by status and reason",
+            metrics.synth.clone(),
+        );
+        registry.register(
+            "shellac_backend_requests",
+            "Requests sent to each backend (retries included)",
+            metrics.backend_requests.clone(),
+        );
+        registry.register(
+            "shellac_backend_failures",
+            "Failed backend fetches, by reason",
+            metrics.backend_failures.clone(),
+        );
+        registry.register(
+            "shellac_backend_retries",
+            "Retries sent to each backend",
+            metrics.backend_retries.clone(),
+        );
         registry.register(
             "shellac_backend_first_byte_seconds",
             "Time from sending a request to a backend to its response head",
             metrics.backend_first_byte.clone(),
         );
-        registry.register("shellac_backend_healthy", "1 when the backend may take traffic (probe, ejection, forced state)", metrics.backend_healthy.clone());
-        registry.register("shellac_backend_in_flight", "Requests a backend is working on now", metrics.backend_in_flight.clone());
-        registry.register("shellac_backend_queue_length", "Requests waiting for a backend's max_connections", metrics.backend_queue.clone());
-        registry.register("shellac_backend_idle_connections", "Pooled keep-alive connections to each backend", metrics.backend_idle_connections.clone());
-        registry.register("shellac_cache_objects", "Entries in the cache (objects, variants markers, hit-for-miss markers)", metrics.cache_objects.clone());
-        registry.register("shellac_cache_bytes", "Bytes the cache holds, by its weigher", metrics.cache_bytes.clone());
-        registry.register("shellac_cache_evictions", "Objects evicted to stay within capacity", metrics.cache_evictions.clone());
-        registry.register("shellac_coalesced_waiters", "Requests that waited for another request's fetch", metrics.coalesced.clone());
-        registry.register("shellac_rate_limited", "Requests refused with 429 by a rate limit", metrics.rate_limited.clone());
-        registry.register("shellac_access_log_dropped", "Access-log lines dropped because the writer fell behind", metrics.access_log_dropped.clone());
-        registry.register("shellac_bans_active", "Bans not yet applied to every object", metrics.bans_active.clone());
-        Metrics { registry, ..metrics }
+        registry.register(
+            "shellac_backend_healthy",
+            "1 when the backend may take traffic (probe, ejection, forced state)",
+            metrics.backend_healthy.clone(),
+        );
+        registry.register(
+            "shellac_backend_in_flight",
+            "Requests a backend is working on now",
+            metrics.backend_in_flight.clone(),
+        );
+        registry.register(
+            "shellac_backend_queue_length",
+            "Requests waiting for a backend's max_connections",
+            metrics.backend_queue.clone(),
+        );
+        registry.register(
+            "shellac_backend_idle_connections",
+            "Pooled keep-alive connections to each backend",
+            metrics.backend_idle_connections.clone(),
+        );
+        registry.register(
+            "shellac_cache_objects",
+            "Entries in the cache (objects, variants markers, hit-for-miss markers)",
+            metrics.cache_objects.clone(),
+        );
+        registry.register(
+            "shellac_cache_bytes",
+            "Bytes the cache holds, by its weigher",
+            metrics.cache_bytes.clone(),
+        );
+        registry.register(
+            "shellac_cache_evictions",
+            "Objects evicted to stay within capacity",
+            metrics.cache_evictions.clone(),
+        );
+        registry.register(
+            "shellac_coalesced_waiters",
+            "Requests that waited for another request's fetch",
+            metrics.coalesced.clone(),
+        );
+        registry.register(
+            "shellac_rate_limited",
+            "Requests refused with 429 by a rate limit",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "shellac_access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            metrics.access_log_dropped.clone(),
+        );
+        registry.register(
+            "shellac_bans_active",
+            "Bans not yet applied to every object",
+            metrics.bans_active.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 
     /// Counts one finished request (called once, at the pipeline's single exit).
@@ -159,7 +246,12 @@ impl Metrics {
             self.synth_503.inc();
         }
         if ctx.outcome == Outcome::Synth {
-            self.synth.get_or_create(&SynthLabel { status, reason: ctx.error.unwrap_or("unknown") }).inc();
+            self.synth
+                .get_or_create(&SynthLabel {
+                    status,
+                    reason: ctx.error.unwrap_or("unknown"),
+                })
+                .inc();
         }
         if status == 429 {
             self.rate_limited.inc();
@@ -168,17 +260,26 @@ impl Metrics {
             self.coalesced.inc();
         }
         for (n, attempt) in ctx.attempts.iter().enumerate() {
-            let backend = BackendLabel { backend: attempt.backend.to_string() };
+            let backend = BackendLabel {
+                backend: attempt.backend.to_string(),
+            };
             self.backend_requests.get_or_create(&backend).inc();
             if n > 0 {
                 self.backend_retries.get_or_create(&backend).inc();
             }
             match attempt.result {
                 Ok(first_byte) => {
-                    self.backend_first_byte.get_or_create(&backend).observe(first_byte.as_secs_f64());
+                    self.backend_first_byte
+                        .get_or_create(&backend)
+                        .observe(first_byte.as_secs_f64());
                 }
                 Err(reason) => {
-                    self.backend_failures.get_or_create(&BackendReason { backend: backend.backend, reason }).inc();
+                    self.backend_failures
+                        .get_or_create(&BackendReason {
+                            backend: backend.backend,
+                            reason,
+                        })
+                        .inc();
                 }
             }
         }
@@ -205,11 +306,21 @@ impl Metrics {
         self.cache_bytes.set(state.cache_bytes as i64);
         self.bans_active.set(state.bans_active as i64);
         for b in &state.backends {
-            let label = BackendLabel { backend: b.name.to_string() };
-            self.backend_healthy.get_or_create(&label).set(i64::from(b.healthy));
-            self.backend_in_flight.get_or_create(&label).set(b.in_flight as i64);
-            self.backend_queue.get_or_create(&label).set(b.queued as i64);
-            self.backend_idle_connections.get_or_create(&label).set(b.idle_connections as i64);
+            let label = BackendLabel {
+                backend: b.name.to_string(),
+            };
+            self.backend_healthy
+                .get_or_create(&label)
+                .set(i64::from(b.healthy));
+            self.backend_in_flight
+                .get_or_create(&label)
+                .set(b.in_flight as i64);
+            self.backend_queue
+                .get_or_create(&label)
+                .set(b.queued as i64);
+            self.backend_idle_connections
+                .get_or_create(&label)
+                .set(b.idle_connections as i64);
         }
         let mut text = String::new();
         // Writing to a String cannot fail.

@@ -60,7 +60,9 @@ pub async fn serve(listener: TcpListener, current: Current, reloader: Arc<Reload
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.answer(req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -72,11 +74,19 @@ struct Admin {
 
 type AdminResponse = Response<Full<Bytes>>;
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> AdminResponse {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> AdminResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -118,17 +128,26 @@ impl Admin {
             return self.health();
         }
         if !self.authorized(&req) {
-            let mut response = error(StatusCode::UNAUTHORIZED, "this endpoint needs Authorization: Bearer <token>");
-            response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs Authorization: Bearer <token>",
+            );
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
             return response;
         }
         match (method, path.as_str()) {
             (Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", page::HTML),
             (Method::GET, "/status.json") => json_response(StatusCode::OK, self.status()),
-            (Method::GET, "/metrics") => {
-                respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics())
+            (Method::GET, "/metrics") => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics(),
+            ),
+            (Method::GET, "/backends") => {
+                json_response(StatusCode::OK, json!({ "backends": self.backends_json() }))
             }
-            (Method::GET, "/backends") => json_response(StatusCode::OK, json!({ "backends": self.backends_json() })),
             (Method::POST, p) if p.starts_with("/backends/") => {
                 let name = p.trim_start_matches("/backends/").to_string();
                 match read_json::<SetHealth>(req).await {
@@ -147,22 +166,35 @@ impl Admin {
             (Method::POST, "/maintenance") => match read_json::<Maintenance>(req).await {
                 Ok(body) => {
                     let proxy = self.current.load();
-                    proxy.ops().set_maintenance(body.on, body.retry_after.map(Duration::from_secs));
-                    tracing::warn!(on = body.on, retry_after = body.retry_after, "maintenance mode set by hand");
+                    proxy
+                        .ops()
+                        .set_maintenance(body.on, body.retry_after.map(Duration::from_secs));
+                    tracing::warn!(
+                        on = body.on,
+                        retry_after = body.retry_after,
+                        "maintenance mode set by hand"
+                    );
                     json_response(StatusCode::OK, json!({ "maintenance": body.on }))
                 }
                 Err(e) => e,
             },
-            (_, "/" | "/status.json" | "/metrics" | "/backends" | "/ban" | "/reload" | "/maintenance") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
-            }
+            (
+                _,
+                "/" | "/status.json" | "/metrics" | "/backends" | "/ban" | "/reload"
+                | "/maintenance",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
     }
 
     fn authorized<B>(&self, req: &Request<B>) -> bool {
         let proxy = self.current.load();
-        let Some(token) = proxy.config().admin.as_ref().and_then(|a| a.token.as_deref()) else {
+        let Some(token) = proxy
+            .config()
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.as_deref())
+        else {
             return true;
         };
         let from_header = req
@@ -188,7 +220,11 @@ impl Admin {
             return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n");
         }
         if ops.maintenance(proxy.config().server.retry_after).is_some() {
-            return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "maintenance\n");
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "maintenance\n",
+            );
         }
         respond(StatusCode::OK, "text/plain", "ok\n")
     }
@@ -196,6 +232,7 @@ impl Admin {
     fn snapshot(&self) -> Snapshot {
         let proxy = self.current.load();
         let cache = proxy.cache();
+        cache.store().settle();
         Snapshot {
             cache_objects: cache.store().entry_count(),
             cache_bytes: cache.store().bytes(),
@@ -263,34 +300,72 @@ impl Admin {
             "healthy" => Forced::Healthy,
             "sick" => Forced::Sick,
             other => {
-                return error(StatusCode::BAD_REQUEST, format!("health must be \"sick\", \"healthy\" or \"auto\", not \"{other}\""))
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("health must be \"sick\", \"healthy\" or \"auto\", not \"{other}\""),
+                )
             }
         };
         let proxy = self.current.load();
-        match proxy.backends().backends.iter().find(|b| b.name().as_ref() == name) {
+        match proxy
+            .backends()
+            .backends
+            .iter()
+            .find(|b| b.name().as_ref() == name)
+        {
             Some(backend) => {
                 backend.force(forced);
-                json_response(StatusCode::OK, json!({ "backend": name, "health": forced.as_str() }))
+                json_response(
+                    StatusCode::OK,
+                    json!({ "backend": name, "health": forced.as_str() }),
+                )
             }
-            None => error(StatusCode::NOT_FOUND, format!("no backend named \"{name}\"")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no backend named \"{name}\""),
+            ),
         }
     }
 
     fn ban(&self, body: BanRequest) -> AdminResponse {
         let proxy = self.current.load();
         let matcher = match body {
-            BanRequest { path_prefix: Some(p), path_regex: None, host: None, tag: None } => BanMatcher::PathPrefix(p),
-            BanRequest { path_prefix: None, path_regex: Some(r), host: None, tag: None } => match regex::Regex::new(&r) {
+            BanRequest {
+                path_prefix: Some(p),
+                path_regex: None,
+                host: None,
+                tag: None,
+            } => BanMatcher::PathPrefix(p),
+            BanRequest {
+                path_prefix: None,
+                path_regex: Some(r),
+                host: None,
+                tag: None,
+            } => match regex::Regex::new(&r) {
                 Ok(regex) => BanMatcher::PathRegex(regex),
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("path_regex: {e}")),
             },
-            BanRequest { path_prefix: None, path_regex: None, host: Some(h), tag: None } => {
-                BanMatcher::Host(h.trim().to_ascii_lowercase())
+            BanRequest {
+                path_prefix: None,
+                path_regex: None,
+                host: Some(h),
+                tag: None,
+            } => BanMatcher::Host(h.trim().to_ascii_lowercase()),
+            BanRequest {
+                path_prefix: None,
+                path_regex: None,
+                host: None,
+                tag: Some(t),
+            } => BanMatcher::Tag {
+                header: proxy.config().cache.tag_header.clone(),
+                tag: t,
+            },
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "give exactly one of path_prefix, path_regex, host, tag",
+                )
             }
-            BanRequest { path_prefix: None, path_regex: None, host: None, tag: Some(t) } => {
-                BanMatcher::Tag { header: proxy.config().cache.tag_header.clone(), tag: t }
-            }
-            _ => return error(StatusCode::BAD_REQUEST, "give exactly one of path_prefix, path_regex, host, tag"),
         };
         tracing::info!(?matcher, "ban added");
         let active = proxy.cache().bans.add(matcher);
@@ -298,11 +373,14 @@ impl Admin {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, AdminResponse> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, AdminResponse> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or broken"))?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }

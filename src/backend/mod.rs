@@ -442,7 +442,9 @@ impl Backends {
     /// (Varnish loses probe state on reload). A changed backend starts afresh
     /// but keeps its hand-set health.
     pub fn build(config: &Config, previous: Option<&Backends>) -> Backends {
-        let old = |name: &str| previous.and_then(|p| p.backends.iter().find(|b| b.name().as_ref() == name));
+        let old = |name: &str| {
+            previous.and_then(|p| p.backends.iter().find(|b| b.name().as_ref() == name))
+        };
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
@@ -450,14 +452,17 @@ impl Backends {
                 Some(same) if same.config() == b => same.clone(),
                 Some(changed) => {
                     let fresh = Arc::new(Backend::new(b.clone()));
-                    fresh.forced.store(changed.forced.load(Ordering::Acquire), Ordering::Release);
+                    fresh
+                        .forced
+                        .store(changed.forced.load(Ordering::Acquire), Ordering::Release);
                     fresh
                 }
                 None => Arc::new(Backend::new(b.clone())),
             })
             .collect();
         for backend in &backends {
-            let taken_over = previous.is_some_and(|p| p.backends.iter().any(|b| Arc::ptr_eq(b, backend)));
+            let taken_over =
+                previous.is_some_and(|p| p.backends.iter().any(|b| Arc::ptr_eq(b, backend)));
             if backend.health.is_some() && !taken_over {
                 probe::spawn(Arc::downgrade(backend));
             }

@@ -65,7 +65,10 @@ impl Health {
     /// probe and `-` for a bad one (`backend.list -p`).
     pub(super) fn window_bits(&self) -> String {
         let bits = self.bits.load(Ordering::Acquire);
-        (0..self.config.window).rev().map(|i| if bits >> i & 1 == 1 { 'H' } else { '-' }).collect()
+        (0..self.config.window)
+            .rev()
+            .map(|i| if bits >> i & 1 == 1 { 'H' } else { '-' })
+            .collect()
     }
 
     fn good(&self) -> u32 {

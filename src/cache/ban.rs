@@ -89,7 +89,10 @@ pub struct BanList {
 impl BanList {
     /// Adds a ban; returns how many are active.
     pub fn add(&self, matcher: BanMatcher) -> usize {
-        let ban = Arc::new(Ban { at: Instant::now(), matcher });
+        let ban = Arc::new(Ban {
+            at: Instant::now(),
+            matcher,
+        });
         self.issued.fetch_add(1, Ordering::Relaxed);
         self.bans.rcu(|bans| {
             let mut bans = Vec::clone(bans);
@@ -118,7 +121,10 @@ impl BanList {
     /// Drops the bans the lurker has applied to the whole store.
     pub(super) fn complete(&self, done: &[Arc<Ban>]) {
         self.bans.rcu(|bans| {
-            bans.iter().filter(|b| !done.iter().any(|d| Arc::ptr_eq(b, d))).cloned().collect::<Vec<_>>()
+            bans.iter()
+                .filter(|b| !done.iter().any(|d| Arc::ptr_eq(b, d)))
+                .cloned()
+                .collect::<Vec<_>>()
         });
     }
 }

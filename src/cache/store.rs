@@ -84,6 +84,9 @@ pub trait ObjectStore: Send + Sync {
     /// Calls `remove` on every stored object; removes those it says to.
     /// The ban lurker uses it; a remote tier may do nothing.
     fn sweep(&self, remove: &mut dyn FnMut(&CacheKey, &CachedObject) -> bool);
+    /// Brings counts up to date (moka applies writes in batches); for
+    /// metrics, not for the request path.
+    fn settle(&self) {}
 }
 
 /// The in-memory tier.
@@ -123,7 +126,10 @@ impl MemoryStore {
 
     /// A store that calls `on_evict` for each object evicted to stay
     /// within `capacity` (not for expiries or invalidations).
-    pub fn with_eviction_listener(capacity: u64, on_evict: Arc<dyn Fn() + Send + Sync>) -> MemoryStore {
+    pub fn with_eviction_listener(
+        capacity: u64,
+        on_evict: Arc<dyn Fn() + Send + Sync>,
+    ) -> MemoryStore {
         let cache = Cache::builder()
             .eviction_listener(move |_key, _entry, cause| {
                 if cause == moka::notification::RemovalCause::Size {
@@ -137,11 +143,6 @@ impl MemoryStore {
             .expire_after(EntryExpiry)
             .build();
         MemoryStore { cache }
-    }
-
-    /// Runs moka's pending maintenance (tests and metrics want exact counts).
-    pub fn sync(&self) {
-        self.cache.run_pending_tasks();
     }
 }
 
@@ -164,6 +165,10 @@ impl ObjectStore for MemoryStore {
 
     fn bytes(&self) -> u64 {
         self.cache.weighted_size()
+    }
+
+    fn settle(&self) {
+        self.cache.run_pending_tasks();
     }
 
     fn sweep(&self, remove: &mut dyn FnMut(&CacheKey, &CachedObject) -> bool) {

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
 use http::HeaderName;
+use http::Method;
 use ipnet::IpNet;
 use toml::Spanned;
 
@@ -446,7 +446,7 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
         pools,
         routes,
         retry,
-            admin,
+        admin,
         log,
         rate_limits,
     })
@@ -546,7 +546,11 @@ fn build_server(
 }
 
 /// Parses a list of CIDRs (`"10.0.0.0/8"`) or single addresses (`"127.0.0.1"`).
-fn cidrs(values: Option<&[Spanned<String>]>, key: &str, loc: &Locator<'_>) -> Result<Vec<IpNet>, ConfigError> {
+fn cidrs(
+    values: Option<&[Spanned<String>]>,
+    key: &str,
+    loc: &Locator<'_>,
+) -> Result<Vec<IpNet>, ConfigError> {
     let mut nets = Vec::new();
     for value in values.unwrap_or(&[]) {
         let text = value.get_ref().trim();
@@ -557,7 +561,9 @@ fn cidrs(values: Option<&[Spanned<String>]>, key: &str, loc: &Locator<'_>) -> Re
                 loc.error_at_key(
                     Some(value.span()),
                     key,
-                    format!("expected a CIDR such as \"10.0.0.0/8\" or an address, found \"{text}\""),
+                    format!(
+                        "expected a CIDR such as \"10.0.0.0/8\" or an address, found \"{text}\""
+                    ),
                 )
             })?;
         nets.push(net);
@@ -568,7 +574,10 @@ fn cidrs(values: Option<&[Spanned<String>]>, key: &str, loc: &Locator<'_>) -> Re
 fn build_admin(raw: &RawConfig, loc: &Locator<'_>) -> Result<Option<AdminConfig>, ConfigError> {
     let Some(listen) = &raw.admin.listen else {
         if let Some(token) = &raw.admin.token {
-            return Err(loc.error(span(token), "a token without [admin] listen: the admin listener is off"));
+            return Err(loc.error(
+                span(token),
+                "a token without [admin] listen: the admin listener is off",
+            ));
         }
         return Ok(None);
     };
@@ -580,7 +589,10 @@ fn build_admin(raw: &RawConfig, loc: &Locator<'_>) -> Result<Option<AdminConfig>
         Some(t) => Some(t.get_ref().clone()),
         None => None,
     };
-    Ok(Some(AdminConfig { listen: addr, token }))
+    Ok(Some(AdminConfig {
+        listen: addr,
+        token,
+    }))
 }
 
 fn build_log(raw: &RawConfig, loc: &Locator<'_>) -> Result<LogConfig, ConfigError> {
@@ -588,7 +600,10 @@ fn build_log(raw: &RawConfig, loc: &Locator<'_>) -> Result<LogConfig, ConfigErro
         None | Some("off") => AccessLog::Off,
         Some("stdout") => AccessLog::Stdout,
         Some("") => {
-            return Err(loc.error(raw.log.access.as_ref().and_then(span), "expected \"stdout\", \"off\" or a file path"))
+            return Err(loc.error(
+                raw.log.access.as_ref().and_then(span),
+                "expected \"stdout\", \"off\" or a file path",
+            ))
         }
         Some(path) => AccessLog::File(PathBuf::from(path)),
     };
@@ -605,7 +620,10 @@ fn build_log(raw: &RawConfig, loc: &Locator<'_>) -> Result<LogConfig, ConfigErro
     Ok(LogConfig { access, format })
 }
 
-fn build_rate_limits(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<RateLimitConfig>, ConfigError> {
+fn build_rate_limits(
+    raw: &RawConfig,
+    loc: &Locator<'_>,
+) -> Result<Vec<RateLimitConfig>, ConfigError> {
     let mut limits = Vec::new();
     for r in &raw.rate_limit {
         let key_text = r.key.get_ref().trim();
@@ -613,7 +631,10 @@ fn build_rate_limits(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<RateLimit
             RateKey::ClientIp
         } else if let Some(name) = key_text.strip_prefix("header:") {
             RateKey::Header(HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
-                loc.error(span(&r.key), format!("expected a header name after \"header:\", found \"{name}\""))
+                loc.error(
+                    span(&r.key),
+                    format!("expected a header name after \"header:\", found \"{name}\""),
+                )
             })?)
         } else {
             return Err(loc.error(
@@ -626,7 +647,12 @@ fn build_rate_limits(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<RateLimit
             loc.error(span(&r.rate), format!("expected a rate such as \"100/s\", \"600/m\" or \"1000/h\", found \"{rate_text}\""))
         };
         let (count, unit) = rate_text.split_once('/').ok_or_else(bad_rate)?;
-        let count: u32 = count.trim().parse().ok().filter(|&c| c > 0).ok_or_else(bad_rate)?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(bad_rate)?;
         let per = match unit.trim() {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
@@ -639,7 +665,13 @@ fn build_rate_limits(raw: &RawConfig, loc: &Locator<'_>) -> Result<Vec<RateLimit
             Some(b) => return Err(loc.error(span(b), "expected a burst of at least 1")),
         };
         let path_prefix = r.path_prefix.as_ref().map(|p| p.get_ref().clone());
-        limits.push(RateLimitConfig { key, count, per, burst, path_prefix });
+        limits.push(RateLimitConfig {
+            key,
+            count,
+            per,
+            burst,
+            path_prefix,
+        });
     }
     Ok(limits)
 }
@@ -659,9 +691,14 @@ fn build_cache(raw: &RawConfig, loc: &Locator<'_>) -> Result<CacheConfig, Config
         purge_allow: cidrs(c.purge_allow.as_deref(), "cache.purge_allow", loc)?,
         tag_header: match &c.tag_header {
             None => HeaderName::from_static(defaults::TAG_HEADER),
-            Some(name) => HeaderName::from_bytes(name.get_ref().trim().as_bytes()).map_err(|_| {
-                loc.error(span(name), format!("expected a header name, found \"{}\"", name.get_ref()))
-            })?,
+            Some(name) => {
+                HeaderName::from_bytes(name.get_ref().trim().as_bytes()).map_err(|_| {
+                    loc.error(
+                        span(name),
+                        format!("expected a header name, found \"{}\"", name.get_ref()),
+                    )
+                })?
+            }
         },
     })
 }

@@ -133,7 +133,11 @@ pub struct LogHead {
 impl LogHead {
     /// Copies what the log line shows.
     pub fn of<B>(req: &http::Request<B>) -> LogHead {
-        let text = |name| req.headers().get(name).map(|v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let text = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
         LogHead {
             url: req.uri().to_string(),
             version: req.version(),
@@ -152,7 +156,13 @@ impl RequestCtx {
 
     /// The access-log line: NCSA combined as varnishncsa writes it, plus the
     /// cache handling, the XID and the duration in seconds; or one JSON object.
-    pub fn access_line(&self, format: LogFormat, head: &LogHead, status: StatusCode, bytes: Option<u64>) -> String {
+    pub fn access_line(
+        &self,
+        format: LogFormat,
+        head: &LogHead,
+        status: StatusCode,
+        bytes: Option<u64>,
+    ) -> String {
         let now = SystemTime::now();
         let duration = self.start.elapsed();
         match format {
@@ -211,14 +221,25 @@ fn civil(days: i64) -> (i64, u32, u32) {
 fn split_time(t: SystemTime) -> ((i64, u32, u32), u64, u64, u64, u32) {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    (civil((secs / 86_400) as i64), secs % 86_400 / 3600, secs % 3600 / 60, secs % 60, since.subsec_millis())
+    (
+        civil((secs / 86_400) as i64),
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        since.subsec_millis(),
+    )
 }
 
 /// `10/Oct/2000:13:55:36 +0000` (Common Log Format, UTC).
 fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let ((y, m, d), hh, mm, ss, _) = split_time(t);
-    format!("{d:02}/{}/{y}:{hh:02}:{mm:02}:{ss:02} +0000", MONTHS[(m - 1) as usize])
+    format!(
+        "{d:02}/{}/{y}:{hh:02}:{mm:02}:{ss:02} +0000",
+        MONTHS[(m - 1) as usize]
+    )
 }
 
 /// `2026-11-23T15:20:01.123Z`.

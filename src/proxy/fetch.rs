@@ -68,8 +68,15 @@ pub(super) async fn fetch(
         match backend.client.send_returning(req, timeout).await {
             Ok(response) => {
                 let status = response.status();
-                let result = if status.is_server_error() { Err("status_5xx") } else { Ok(sent_at.elapsed()) };
-                ctx.attempts.push(Attempt { backend: backend.name().clone(), result });
+                let result = if status.is_server_error() {
+                    Err("status_5xx")
+                } else {
+                    Ok(sent_at.elapsed())
+                };
+                ctx.attempts.push(Attempt {
+                    backend: backend.name().clone(),
+                    result,
+                });
                 honour_retry_after(&slot, &response);
                 if status.is_server_error() {
                     backend.record_failure(&slot);
@@ -85,7 +92,10 @@ pub(super) async fn fetch(
                 tracing::info!(xid = ctx.xid, backend = %backend.name(), status = status.as_u16(), retry = ctx.retries + 1, "retrying after backend status");
             }
             Err(failure) => {
-                ctx.attempts.push(Attempt { backend: backend.name().clone(), result: Err(failure.error.reason()) });
+                ctx.attempts.push(Attempt {
+                    backend: backend.name().clone(),
+                    result: Err(failure.error.reason()),
+                });
                 if failure.error.counts_against_backend() {
                     backend.record_failure(&slot);
                 }

@@ -59,9 +59,13 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
     }
     let mut believed = peer;
     for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-        let Ok(value) = value.to_str() else { return believed };
+        let Ok(value) = value.to_str() else {
+            return believed;
+        };
         for hop in value.rsplit(',') {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else { return believed };
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                return believed;
+            };
             believed = ip;
             if !trusted.iter().any(|net| net.contains(&ip)) {
                 return ip;

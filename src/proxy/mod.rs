@@ -30,6 +30,7 @@ use http_body_util::BodyExt;
 
 pub use context::{Attempt, Outcome, RequestCtx};
 
+use crate::access_log::AccessLogger;
 use crate::backend::{Backends, FetchError, Pool};
 use crate::body::{Body, CaptureBody, Captured};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
@@ -38,7 +39,6 @@ use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
 use crate::config::defaults::{RETRY_AFTER_MAX, RETRY_AFTER_MIN};
 use crate::config::Config;
 use crate::limits;
-use crate::access_log::AccessLogger;
 use crate::ops::Ops;
 use crate::ratelimit::RateLimits;
 use crate::synth::{self, Facts, Pages, Synthetic};
@@ -98,7 +98,10 @@ impl Proxy {
         access_log: AccessLogger,
         previous: Option<&Proxy>,
     ) -> Proxy {
-        let backends = Arc::new(Backends::build(&config, previous.map(|p| p.backends.as_ref())));
+        let backends = Arc::new(Backends::build(
+            &config,
+            previous.map(|p| p.backends.as_ref()),
+        ));
         Proxy {
             pages: Pages::new(&config.server),
             rate_limits: RateLimits::new(&config.rate_limits),
@@ -146,7 +149,11 @@ impl Proxy {
         B: Into<Body>,
     {
         let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
-        ctx.client_ip = headers::client_ip(client.ip(), req.headers(), &self.config.server.trusted_proxies);
+        ctx.client_ip = headers::client_ip(
+            client.ip(),
+            req.headers(),
+            &self.config.server.trusted_proxies,
+        );
         ctx.wants_json = synth::wants_json(req.headers());
         let log_head = self.access_log.is_on().then(|| LogHead::of(&req));
         let uri = req.uri().clone();
@@ -162,7 +169,8 @@ impl Proxy {
         ctx.trace(&uri, status);
         if let Some(head) = log_head {
             let bytes = content_length(response.headers());
-            self.access_log.log(ctx.access_line(self.access_log.format(), &head, status, bytes));
+            self.access_log
+                .log(ctx.access_line(self.access_log.format(), &head, status, bytes));
         }
         response
     }
@@ -184,7 +192,10 @@ impl Proxy {
             return self.synthetic(ctx, refusal);
         }
         if !self.rate_limits.is_empty() {
-            if let Some(wait) = self.rate_limits.check(req.uri().path(), ctx.client_ip, req.headers()) {
+            if let Some(wait) =
+                self.rate_limits
+                    .check(req.uri().path(), ctx.client_ip, req.headers())
+            {
                 return self.synthetic(ctx, Synthetic::rate_limited(wait));
             }
         }
@@ -651,17 +662,25 @@ impl Proxy {
     fn purge(&self, ctx: &mut RequestCtx, key: &CacheKey) -> Response<Body> {
         let allow = &self.config.cache.purge_allow;
         if allow.is_empty() {
-            return self.synthetic(ctx, Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, "purge_not_enabled"));
+            return self.synthetic(
+                ctx,
+                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, "purge_not_enabled"),
+            );
         }
         if !allow.iter().any(|net| net.contains(&ctx.client_ip)) {
-            return self.synthetic(ctx, Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"));
+            return self.synthetic(
+                ctx,
+                Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"),
+            );
         }
         self.cache.invalidate(key);
         ctx.outcome = Outcome::Synth;
         ctx.error = Some("purge");
         tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
         let mut response = Response::new(Body::full("Purged\n"));
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 

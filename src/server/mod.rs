@@ -46,7 +46,12 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
     let settings = Settings::new(&current.load().config().server);
-    let shared = Arc::new(Shared { current: current.clone(), settings: ArcSwap::from_pointee(settings), drain_tx, stop_rx });
+    let shared = Arc::new(Shared {
+        current: current.clone(),
+        settings: ArcSwap::from_pointee(settings),
+        drain_tx,
+        stop_rx,
+    });
     let mut loops: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -78,7 +83,10 @@ pub async fn serve(
 
     current.load().ops().start_draining();
     let drain_timeout = current.load().config().server.drain_timeout;
-    tracing::info!(?drain_timeout, "shutting down: no new connections, draining in-flight requests");
+    tracing::info!(
+        ?drain_timeout,
+        "shutting down: no new connections, draining in-flight requests"
+    );
     let _ = stop_tx.send(true);
     for (_, stop) in loops.drain() {
         let _ = stop.send(true);
@@ -86,7 +94,10 @@ pub async fn serve(
     drop(shared);
     match tokio::time::timeout(drain_timeout, drain_rx.recv()).await {
         Ok(_) => tracing::info!("drain finished"),
-        Err(_) => tracing::warn!(?drain_timeout, "drain_timeout expired with requests still in flight"),
+        Err(_) => tracing::warn!(
+            ?drain_timeout,
+            "drain_timeout expired with requests still in flight"
+        ),
     }
 }
 
@@ -100,8 +111,11 @@ async fn follow_listen(
 ) {
     for addr in before.iter().filter(|a| !wanted.contains(a)) {
         // Port-0 addresses were bound to another port: match by IP then.
-        let bound: Vec<SocketAddr> =
-            loops.keys().filter(|b| *b == addr || (addr.port() == 0 && b.ip() == addr.ip())).copied().collect();
+        let bound: Vec<SocketAddr> = loops
+            .keys()
+            .filter(|b| *b == addr || (addr.port() == 0 && b.ip() == addr.ip()))
+            .copied()
+            .collect();
         for b in bound {
             if let Some(stop) = loops.remove(&b) {
                 let _ = stop.send(true);
@@ -116,7 +130,9 @@ async fn follow_listen(
                 tracing::info!(addr = %bound, "shellac listening (reload)");
                 loops.insert(bound, start_accepting(listener, shared.clone()));
             }
-            Err(error) => tracing::error!(%addr, %error, "cannot listen on the new address; keeping the others"),
+            Err(error) => {
+                tracing::error!(%addr, %error, "cannot listen on the new address; keeping the others")
+            }
         }
     }
 }
@@ -127,7 +143,11 @@ fn start_accepting(listener: TcpListener, shared: Arc<Shared>) -> watch::Sender<
     own_stop_tx
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut own_stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut own_stop: watch::Receiver<bool>,
+) {
     let mut stop_rx = shared.stop_rx.clone();
     loop {
         let accepted = tokio::select! {

@@ -33,7 +33,10 @@ impl Shellac {
         let addr = shellac::local_addrs(&listeners)[0];
         let admin_listener = shellac::bind_admin(&config).await.expect("bind admin");
         let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let launch = shellac::Launch { admin: admin_listener, demo_origin: None };
+        let launch = shellac::Launch {
+            admin: admin_listener,
+            demo_origin: None,
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(shellac::run_with(config, listeners, launch, async move {
             let _ = rx.await;
@@ -145,6 +148,18 @@ impl ShellacProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {
