@@ -129,8 +129,18 @@ impl BackendClient {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The oldest connections sit at the front: close those idle for
+        // longer than backend_idle_timeout, so the pool shrinks after a burst.
+        let max_idle = self.config.backend_idle_timeout;
+        while idle
+            .front()
+            .is_some_and(|c| c.since.elapsed() >= max_idle || c.sender.is_closed())
+        {
+            idle.pop_front();
+        }
+        // The newest is the most likely to still be open on the backend's side.
         while let Some(conn) = idle.pop_back() {
-            if conn.sender.is_ready() && conn.since.elapsed() < self.config.backend_idle_timeout {
+            if conn.sender.is_ready() && conn.since.elapsed() < max_idle {
                 return Some(conn.sender);
             }
         }

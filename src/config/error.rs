@@ -21,7 +21,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A value is malformed, out of range, unknown, or refers to something missing.
-    #[error("{file}:{line}: key `{key}`: {message}")]
+    #[error("{file}{}: key `{key}`: {message}", at_line(*line))]
     Invalid {
         /// The file the error is in.
         file: PathBuf,
@@ -49,6 +49,15 @@ impl ConfigError {
             ConfigError::Invalid { key, .. } => Some(key),
             ConfigError::Read { .. } => None,
         }
+    }
+}
+
+/// `:12` for line 12; nothing when no line is known (a missing section).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
     }
 }
 

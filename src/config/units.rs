@@ -43,7 +43,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 ///
 /// Binary units (`KiB`, `MiB`, `GiB`, `TiB`) and Varnish's one-letter units
 /// (`k`, `m`, `g`, `t`, which Varnish defines as powers of 1024) multiply by
-/// 1024; decimal units (`KB`, `MB`, `GB`, `TB`) by 1000; `B` or no unit means bytes.
+/// 1024; decimal units (`kB`, `KB`, `MB`, `GB`, `TB`) by 1000; `B` or no unit
+/// means bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -55,7 +56,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let value: f64 = number.parse().map_err(|_| bad())?;
     let multiplier: u64 = match unit {
         "" | "B" | "b" => 1,
-        "KiB" | "k" | "K" | "kB" => 1 << 10,
+        "KiB" | "k" | "K" => 1 << 10,
+        "kB" => 1_000,
         "MiB" | "m" | "M" => 1 << 20,
         "GiB" | "g" | "G" => 1 << 30,
         "TiB" | "t" | "T" => 1 << 40,
