@@ -287,6 +287,10 @@ pub enum NotStored {
     Credentials,
     /// No freshness and nothing to revalidate with.
     NotFresh,
+    /// A 206 (or any partial response): Shellac stores whole
+    /// representations only (RFC 9111 §3.3), so a part is never stored as if
+    /// it were the whole.
+    Partial,
 }
 
 impl NotStored {
@@ -302,6 +306,7 @@ impl NotStored {
             NotStored::ErrorStatus => "error-status",
             NotStored::Credentials => "credentials",
             NotStored::NotFresh => "not-fresh",
+            NotStored::Partial => "partial",
         }
     }
 
@@ -371,6 +376,10 @@ pub fn storable(
     }
     if vary_star(response_headers) {
         return Err(NotStored::VaryStar);
+    }
+    if status == StatusCode::PARTIAL_CONTENT || response_headers.contains_key(header::CONTENT_RANGE)
+    {
+        return Err(NotStored::Partial);
     }
     if is_error_status(status) && !rules.store_errors {
         return Err(NotStored::ErrorStatus);

@@ -39,6 +39,9 @@ pub(super) struct RawServer {
     pub(super) http_max_hdr: Option<Spanned<i64>>,
     pub(super) retry_after: Option<Spanned<ConfigDuration>>,
     pub(super) drain_timeout: Option<ConfigDuration>,
+    pub(super) send_timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) max_request_body: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -67,6 +67,12 @@ pub struct ServerConfig {
     pub retry_after: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+    /// A write to a client that makes no progress for this long fails.
+    pub send_timeout: Duration,
+    /// The most client connections at once; 0 means no cap.
+    pub max_connections: usize,
+    /// The largest request body forwarded, in bytes; larger ones get 413.
+    pub max_request_body: u64,
 }
 
 /// `[cache]`.
@@ -281,6 +287,22 @@ fn build_server(raw: &RawConfig, loc: &Locator<'_>) -> Result<ServerConfig, Conf
         http_max_hdr,
         retry_after: positive_duration(&s.retry_after, defaults::RETRY_AFTER, loc)?,
         drain_timeout: s.drain_timeout.map_or(defaults::DRAIN_TIMEOUT, |d| d.0),
+        send_timeout: positive_duration(&s.send_timeout, defaults::SEND_TIMEOUT, loc)?,
+        max_connections: match &s.max_connections {
+            None => defaults::MAX_CONNECTIONS,
+            Some(n) if (0..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                return Err(loc.error(
+                    span(n),
+                    format!(
+                        "expected a number of connections from 0 (no cap) to 1000000, found {}",
+                        n.get_ref()
+                    ),
+                ))
+            }
+        },
+        max_request_body: positive_size(&s.max_request_body, defaults::MAX_REQUEST_BODY, loc)?
+            as u64,
     })
 }
 
@@ -645,6 +667,26 @@ mod tests {
         assert_eq!(c.routes[0].host.as_deref(), Some("api.example.com"));
         assert_eq!(c.routes[0].pool, 1);
         assert_eq!(c.routes.last().map(|r| r.pool), Some(0));
+    }
+
+    #[test]
+    fn hardening_limits_have_defaults_and_are_checked() {
+        let c = parse("[[backend]]\naddress = \"127.0.0.1:1\"\n").expect("valid");
+        assert_eq!(c.server.send_timeout, Duration::from_secs(600));
+        assert_eq!(c.server.max_connections, 0);
+        assert_eq!(c.server.max_request_body, 100 * 1024 * 1024);
+        let err =
+            parse("[server]\nsend_timeout = \"0s\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n")
+                .unwrap_err();
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert_eq!(err.key(), Some("server.send_timeout"), "{err}");
+        let err = parse("[server]\nmax_connections = -1\n[[backend]]\naddress = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert_eq!(err.key(), Some("server.max_connections"), "{err}");
+        let err =
+            parse("[server]\nmax_request_body = \"0B\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n")
+                .unwrap_err();
+        assert_eq!(err.key(), Some("server.max_request_body"), "{err}");
     }
 
     #[test]

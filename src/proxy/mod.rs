@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 pub use context::{Outcome, RequestCtx};
 
 use crate::backend::{Backends, FetchError};
-use crate::body::{Body, CaptureBody, Captured};
+use crate::body::{self, Body, CaptureBody, Captured, RequestBodyFault, RequestBodyState};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, RequestMode, StoreRules, Usability};
 use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
@@ -67,6 +67,8 @@ struct Exchange {
     host: Option<String>,
     /// Directives of the client's `Cache-Control`.
     cc: CacheControl,
+    /// Why the client's request body was cut off, if it was.
+    body_state: Arc<RequestBodyState>,
 }
 
 impl Proxy {
@@ -84,6 +86,23 @@ impl Proxy {
     /// The cache (for tests and metrics).
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    /// `[server] max_connections` (0: no cap), for the accept loop.
+    pub fn max_connections(&self) -> usize {
+        self.config.server.max_connections
+    }
+
+    /// The answer on a connection accepted over `[server] max_connections`:
+    /// the synthetic 503 with `Retry-After`, and the connection closed.
+    pub fn over_capacity(&self, version: Version) -> Response<Body> {
+        let refusal =
+            Synthetic::backend_fetch_failed("max_connections", self.config.server.retry_after);
+        let mut response = refusal.render(self.xid());
+        response
+            .headers_mut()
+            .insert(headers::X_CACHE, HeaderValue::from_static("SYNTH"));
+        close_connection(response, version)
     }
 
     /// Handles one client request, start to finish.
@@ -109,7 +128,8 @@ impl Proxy {
     ) -> Response<Body> {
         // 1. Limits.
         if let Err(refusal) = limits::check(&req, &self.config.server) {
-            return self.synthetic(ctx, refusal);
+            let response = self.synthetic(ctx, refusal);
+            return close_connection(response, req.version());
         }
 
         // 2. Route.
@@ -121,15 +141,28 @@ impl Proxy {
             return self.synthetic(ctx, refusal);
         };
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        // A GET or HEAD with a body ("fat GET") is passed: the body is
+        // forwarded untouched, but a response that may depend on it is
+        // neither served from nor stored under a key that ignores it.
+        let mode = if limits::has_body(&req) {
+            RequestMode::Pass
+        } else {
+            policy::request_mode(req.method(), req.headers())
+        };
         let exchange = Exchange {
             key: CacheKey::new("http", &key_host(host.as_deref()), target),
-            mode: policy::request_mode(req.method(), req.headers()),
+            mode,
             pool: route.pool,
             host,
             cc: CacheControl::from_headers(req.headers()),
+            body_state: Arc::default(),
         };
         let (parts, body) = req.into_parts();
-        let body = body.into();
+        let body = body::limit_request(
+            body.into(),
+            self.config.server.max_request_body,
+            exchange.body_state.clone(),
+        );
 
         // 3. Requests that may not use the cache go straight to the backend.
         if exchange.mode != RequestMode::Lookup {
@@ -264,7 +297,12 @@ impl Proxy {
         let response = match fetch::fetch(pool, backend_parts, body, ctx).await {
             Ok(response) => response,
             Err(error) => {
-                return self.fetch_failed(ctx, error, &client_headers, version, stale, guard)
+                if let Some(fault) = exchange.body_state.fault() {
+                    // The client's body failed first: its fault, not the backend's.
+                    release(guard, Flight::Abandoned);
+                    return self.request_body_refused(ctx, fault, version);
+                }
+                return self.fetch_failed(ctx, error, &client_headers, version, stale, guard);
             }
         };
         let response_time = SystemTime::now();
@@ -494,6 +532,32 @@ impl Proxy {
         self.synthetic(ctx, refusal)
     }
 
+    /// The answer when forwarding the client's body failed because of the
+    /// body itself: 413 past `max_request_body`, else 400. The connection is
+    /// closed: the rest of the body is unread, and may be unreadable.
+    fn request_body_refused(
+        &self,
+        ctx: &mut RequestCtx,
+        fault: RequestBodyFault,
+        version: Version,
+    ) -> Response<Body> {
+        let refusal = match fault {
+            RequestBodyFault::TooLarge => {
+                Synthetic::refuse(StatusCode::PAYLOAD_TOO_LARGE, "max_request_body")
+            }
+            RequestBodyFault::Malformed => {
+                Synthetic::refuse(StatusCode::BAD_REQUEST, "invalid_request_body")
+            }
+        };
+        tracing::info!(
+            xid = ctx.xid,
+            reason = refusal.reason,
+            "request body refused"
+        );
+        let response = self.synthetic(ctx, refusal);
+        close_connection(response, version)
+    }
+
     fn serve_stale_on_error(
         &self,
         ctx: &mut RequestCtx,
@@ -539,6 +603,7 @@ impl Proxy {
             pool: exchange.pool,
             host: exchange.host.clone(),
             cc: CacheControl::default(),
+            body_state: Arc::default(),
         };
         let mut request = Request::new(());
         *request.uri_mut() = parts.uri.clone();
@@ -671,6 +736,17 @@ impl Proxy {
         }
         headers::append_via(headers, version);
     }
+}
+
+/// Asks hyper to close an HTTP/1 connection after `response` (HTTP/2 has no
+/// `Connection` header; its stream ends on its own).
+fn close_connection(mut response: Response<Body>, version: Version) -> Response<Body> {
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn release(guard: Option<WriterGuard>, outcome: Flight) {

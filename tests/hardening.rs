@@ -1,0 +1,416 @@
+//! Hardening: hostile clients, broken backends and cache poisoning, each
+//! tried over real sockets. `docs/security.md` lists every attack with the
+//! test here that guards it.
+//!
+//! Request smuggling tests send raw bytes to Shellac in front of a
+//! [`RawRecorder`] origin, which keeps exactly the bytes it received: each
+//! case must end either in a 400-class refusal with the connection closed
+//! and nothing forwarded, or in exactly one request, framed by Shellac
+//! itself, reaching the origin. Never two, never an ambiguous one.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::origin::RawRecorder;
+use support::{config, Shellac};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What the recording origin answers: small, uncacheable.
+const ORIGIN_OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
+
+/// What a client saw on one raw connection.
+struct RawReply {
+    text: String,
+    /// The server closed the connection (EOF or reset) within the wait.
+    closed: bool,
+}
+
+impl RawReply {
+    fn status(&self) -> Option<u16> {
+        self.text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes
+/// or `wait` passes.
+async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> RawReply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may refuse and close before all of it is written.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut closed = false;
+    loop {
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    RawReply {
+        text: String::from_utf8_lossy(&out).to_string(),
+        closed,
+    }
+}
+
+/// Shellac in front of a fresh recording origin.
+async fn recorded() -> (RawRecorder, Shellac) {
+    let origin = RawRecorder::start(ORIGIN_OK).await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    (origin, shellac)
+}
+
+/// The request was refused at the head: a 400 (or `status`), the connection
+/// closed, and nothing reached the origin.
+async fn assert_refused(request: &[u8], statuses: &[u16]) {
+    let (origin, shellac) = recorded().await;
+    let reply = exchange(shellac.addr, request, Duration::from_secs(3)).await;
+    assert!(
+        reply.status().is_some_and(|s| statuses.contains(&s)),
+        "expected one of {statuses:?} for {:?}, got: {}",
+        String::from_utf8_lossy(request),
+        reply.text
+    );
+    assert!(
+        reply.closed,
+        "the connection must be closed: {}",
+        reply.text
+    );
+    assert!(
+        !reply.text.contains("HTTP/1.1 200"),
+        "a second (smuggled) response: {}",
+        reply.text
+    );
+    // Give a forwarded request time to arrive before saying none did.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        origin.requests().is_empty(),
+        "nothing may be forwarded: {:?}",
+        origin.texts()
+    );
+    shellac.stop().await;
+}
+
+/// Exactly one request reached the origin, with exactly one framing header
+/// and no trace of `smuggled`; returns its bytes as text.
+async fn assert_one_normalized(request: &[u8]) -> String {
+    let (origin, shellac) = recorded().await;
+    let reply = exchange(shellac.addr, request, Duration::from_secs(2)).await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = origin.texts();
+    assert_eq!(seen.len(), 1, "exactly one request: {seen:?}");
+    let text = seen[0].clone();
+    assert!(!text.contains("smuggled"), "{text}");
+    let lower = text.to_ascii_lowercase();
+    let framing = lower.matches("\r\ncontent-length:").count()
+        + lower.matches("\r\ntransfer-encoding:").count();
+    assert!(framing <= 1, "at most one framing header: {text}");
+    assert!(
+        !text.replace("\r\n", "").contains('\n'),
+        "only CRLF line ends: {text:?}"
+    );
+    shellac.stop().await;
+    text
+}
+
+// === 1. request smuggling and parsing ===
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused() {
+    // CL.TE / TE.CL: the classic desync. RFC 9112 §6.1: reject or use TE
+    // alone, and close the connection either way. Shellac rejects.
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encoding_before_content_length_is_refused() {
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST /smuggled HTTP/1.1\r\n\r\n0\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_refused() {
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabcGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_equal_content_lengths_are_refused() {
+    // RFC 9112 §6.3 lets a recipient accept identical values; Shellac (like
+    // Varnish) refuses, so no ambiguous list is ever forwarded.
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn content_length_list_is_refused() {
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_content_lengths_are_refused() {
+    for value in ["+3", "-1", "0x3", "3 3", "3.0", "99999999999999999999999"] {
+        assert_refused(
+            format!("POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: {value}\r\n\r\nabc").as_bytes(),
+            &[400],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn transfer_encoding_chunked_identity_is_refused() {
+    // Chunked is not the final coding: the length cannot be determined
+    // (RFC 9112 §6.3 item 4), so 400.
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        &[400, 501],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encoding_xchunked_is_refused() {
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+        &[400, 501],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encoding_split_over_two_lines_is_refused() {
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        &[400, 501],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encoding_other_codings_are_refused() {
+    // `gzip, chunked` is well framed, but Shellac would forward a body whose
+    // coding the origin is no longer told about: 501 (RFC 9112 §6.1).
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        &[400, 501],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encoding_in_http10_is_refused() {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    assert_refused(
+        b"POST /a HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transfer_encoding_with_leading_space_is_normalized() {
+    // ` chunked` is `chunked` with optional whitespace: a valid chunked body,
+    // which Shellac decodes and frames again itself.
+    let text = assert_one_normalized(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("POST /a HTTP/1.1\r\n"), "{text}");
+    assert!(text.contains("abc"), "{text}");
+}
+
+#[tokio::test]
+async fn space_before_colon_in_transfer_encoding_is_refused() {
+    // RFC 9112 §5.1: whitespace between name and colon MUST be rejected.
+    assert_refused(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\nabc",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bare_lf_line_endings_are_normalized_to_crlf() {
+    // RFC 9112 §2.2 lets a recipient accept a bare LF as a line end; what
+    // Shellac forwards is its own CRLF-framed head.
+    let text = assert_one_normalized(b"GET /lf HTTP/1.1\nHost: t\nConnection: close\n\n").await;
+    assert!(text.starts_with("GET /lf HTTP/1.1\r\n"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+}
+
+#[tokio::test]
+async fn bare_cr_is_refused() {
+    assert_refused(b"GET /cr HTTP/1.1\rHost: t\r\n\r\n", &[400]).await;
+}
+
+#[tokio::test]
+async fn header_name_with_space_is_refused() {
+    assert_refused(b"GET / HTTP/1.1\r\nHost: t\r\nX Smuggle: 1\r\n\r\n", &[400]).await;
+}
+
+#[tokio::test]
+async fn header_name_with_nul_is_refused() {
+    assert_refused(
+        b"GET / HTTP/1.1\r\nHost: t\r\nX\0Smuggle: 1\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn header_name_with_control_byte_is_refused() {
+    assert_refused(
+        b"GET / HTTP/1.1\r\nHost: t\r\nX\x01Smuggle: 1\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn header_value_with_nul_or_control_byte_is_refused() {
+    assert_refused(b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n", &[400]).await;
+    assert_refused(b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n", &[400]).await;
+}
+
+#[tokio::test]
+async fn obsolete_line_folding_is_refused() {
+    assert_refused(
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn absolute_form_with_a_mismatched_host_is_refused() {
+    // RFC 9112 §3.2.2 says the authority wins; a front end that routes on
+    // Host would disagree with Shellac about the target, so Shellac refuses.
+    assert_refused(
+        b"GET http://victim.example/x HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn absolute_form_with_userinfo_is_refused() {
+    assert_refused(
+        b"GET http://user@victim.example/x HTTP/1.1\r\nHost: victim.example\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn absolute_form_with_a_matching_host_is_forwarded_in_origin_form() {
+    let text = assert_one_normalized(
+        b"GET http://Victim.example:80/x?y HTTP/1.1\r\nHost: victim.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("GET /x?y HTTP/1.1\r\n"), "{text}");
+    let hosts: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+        .collect();
+    assert_eq!(hosts.len(), 1, "{text}");
+}
+
+#[tokio::test]
+async fn invalid_host_values_are_refused() {
+    for host in [
+        "a b.example",
+        "a.example/x",
+        "user@a.example",
+        "a.example:port",
+        "",
+    ] {
+        assert_refused(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            &[400],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn duplicate_host_is_refused() {
+    assert_refused(
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        &[400],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_chunk_size_is_refused() {
+    let (origin, shellac) = recorded().await;
+    let reply = exchange(
+        shellac.addr,
+        b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(400), "{}", reply.text);
+    assert!(reply.closed, "{}", reply.text);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shellac may have started the request to the origin before the chunk
+    // size arrived; it must never have completed it.
+    for seen in origin.texts() {
+        assert!(!seen.ends_with("0\r\n\r\n"), "a complete body: {seen:?}");
+    }
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn chunk_size_with_junk_is_refused() {
+    let (origin, shellac) = recorded().await;
+    let reply = exchange(
+        shellac.addr,
+        b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3x\r\nabc\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(400), "{}", reply.text);
+    assert!(reply.closed, "{}", reply.text);
+    for seen in origin.texts() {
+        assert!(!seen.ends_with("0\r\n\r\n"), "a complete body: {seen:?}");
+    }
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn valid_chunked_body_is_forwarded_once() {
+    let text = assert_one_normalized(
+        b"POST /ok HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(text.contains("Wiki") && text.contains("pedia"), "{text}");
+}
