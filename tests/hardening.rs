@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::origin::RawRecorder;
-use support::{config, Shellac};
+use support::{config, get, Origin, Reply, Shellac};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -413,4 +413,159 @@ async fn valid_chunked_body_is_forwarded_once() {
     )
     .await;
     assert!(text.contains("Wiki") && text.contains("pedia"), "{text}");
+}
+
+// === 2. slow and greedy clients ===
+
+#[tokio::test]
+async fn slowloris_is_cut_at_header_timeout() {
+    let origin = Origin::fixed(Reply::ok("x")).await;
+    let shellac = Shellac::start(&config(origin.addr, "header_timeout = \"500ms\"\n")).await;
+    let mut stream = TcpStream::connect(shellac.addr).await.expect("connect");
+    let started = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut = None;
+    for byte in head.iter() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = Some(started.elapsed());
+                break;
+            }
+            // hyper may answer 408 before closing; keep reading to the close.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never cut off");
+    }
+    let cut = cut.expect("the connection must be closed before the head completes");
+    assert!(cut < Duration::from_millis(1500), "cut after {cut:?}");
+    assert_eq!(origin.requests(), 0);
+    // Others are unaffected.
+    assert_eq!(get(shellac.addr, "/").await.status, 200);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn client_that_never_reads_is_cut_at_send_timeout_without_stalling_others() {
+    const BIG: usize = 48 * 1024 * 1024;
+    let origin = Origin::start(|seen| async move {
+        if seen.target == "/big" {
+            Reply::ok(vec![b'x'; BIG]).header("cache-control", "no-store")
+        } else {
+            Reply::ok("small")
+        }
+    })
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "send_timeout = \"1s\"\n")).await;
+    let mut greedy = TcpStream::connect(shellac.addr).await.expect("connect");
+    greedy
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    // While the greedy client reads nothing, others are served at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let got = get(shellac.addr, "/small").await;
+        assert_eq!(got.text(), "small");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Now read: what was buffered arrives, then the close, well short of the body.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match greedy.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "the connection was not closed");
+    assert!(
+        received < BIG,
+        "the whole body arrived ({received} bytes): send_timeout did not fire"
+    );
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_answers_the_excess_with_503_and_closes() {
+    let origin = Origin::fixed(Reply::ok("x").header("cache-control", "no-store")).await;
+    let shellac = Shellac::start(&config(origin.addr, "max_connections = 2\n")).await;
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(shellac.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let refused = exchange(shellac.addr, request, Duration::from_secs(3)).await;
+    assert_eq!(refused.status(), Some(503), "{}", refused.text);
+    assert!(refused.text.to_ascii_lowercase().contains("retry-after:"));
+    assert!(refused.closed);
+    assert_eq!(origin.requests(), 2);
+    // A slot frees when a held connection goes.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(shellac.addr, "/").await.status, 200);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn declared_body_over_max_request_body_gets_413() {
+    let origin = RawRecorder::start(ORIGIN_OK).await;
+    let shellac = Shellac::start(&config(origin.addr, "max_request_body = \"1KiB\"\n")).await;
+    let reply = exchange(
+        shellac.addr,
+        b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 2048\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(413), "{}", reply.text);
+    assert!(reply.closed);
+    assert!(origin.requests().is_empty());
+    // At the limit is fine.
+    let body = "b".repeat(1024);
+    let reply = exchange(
+        shellac.addr,
+        format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n{body}").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn chunked_body_over_max_request_body_gets_413() {
+    let origin = RawRecorder::start(ORIGIN_OK).await;
+    let shellac = Shellac::start(&config(origin.addr, "max_request_body = \"1KiB\"\n")).await;
+    let chunk = "c".repeat(512);
+    let mut request =
+        String::from("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..8 {
+        request.push_str(&format!("200\r\n{chunk}\r\n"));
+    }
+    request.push_str("0\r\n\r\n");
+    let reply = exchange(shellac.addr, request.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(reply.status(), Some(413), "{}", reply.text);
+    assert!(reply.closed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for seen in origin.texts() {
+        assert!(
+            !seen.ends_with("0\r\n\r\n"),
+            "a complete oversized body was forwarded"
+        );
+    }
+    shellac.stop().await;
 }
