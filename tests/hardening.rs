@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::origin::RawRecorder;
-use support::{config, get, Origin, Reply, Shellac};
+use support::origin::Seen;
+use support::{config, get, try_send, Origin, Reply, Shellac, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -568,4 +569,292 @@ async fn chunked_body_over_max_request_body_gets_413() {
         );
     }
     shellac.stop().await;
+}
+
+// === 3. broken backends ===
+
+/// A good answer for `/good`, so each test can check Shellac stayed healthy.
+const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncache-control: no-store\r\n\r\ngood";
+
+/// Shellac (first_byte_timeout 500 ms, between_bytes_timeout 300 ms) in front
+/// of a raw origin that plays `broken` for every path but `/good`.
+async fn broken_backend(broken: fn(&Seen) -> Vec<Step>) -> (Origin, Shellac) {
+    let origin = Origin::raw(move |seen| {
+        if seen.target == "/good" {
+            vec![Step::Write(GOOD.to_vec())]
+        } else {
+            broken(seen)
+        }
+    })
+    .await;
+    let shellac = Shellac::start(&format!(
+        "{}first_byte_timeout = \"500ms\"\nbetween_bytes_timeout = \"300ms\"\n",
+        config(origin.addr, "")
+    ))
+    .await;
+    (origin, shellac)
+}
+
+/// Twice: the synthetic 503 (or, with `head_sent`, a response that fails
+/// mid-body) within a bound; both reach the origin (nothing cached); then
+/// a good path still works.
+async fn assert_backend_failure(broken: fn(&Seen) -> Vec<Step>, head_sent: bool) {
+    let (origin, shellac) = broken_backend(broken).await;
+    for attempt in 1..=2 {
+        let started = Instant::now();
+        let result = try_send(shellac.addr, "GET", "/broken", &[]).await;
+        if head_sent {
+            assert!(
+                result.is_err(),
+                "attempt {attempt}: a truncated body must fail: {result:?}"
+            );
+        } else {
+            let got = result.expect("a synthetic response");
+            assert_eq!(got.status, 503, "attempt {attempt}: {}", got.text());
+            assert_eq!(got.header("x-cache"), Some("SYNTH"));
+            assert!(got.text().contains("Backend fetch failed"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "attempt {attempt} took {:?}",
+            started.elapsed()
+        );
+    }
+    let broken_seen = origin
+        .seen()
+        .iter()
+        .filter(|s| s.target == "/broken")
+        .count();
+    assert_eq!(broken_seen, 2, "the failed response must not be cached");
+    let good = get(shellac.addr, "/good").await;
+    assert_eq!(good.status, 200);
+    assert_eq!(good.text(), "good");
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn backend_closing_mid_headers_gives_503() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\nContent-Le".to_vec()),
+                Step::Close,
+            ]
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn backend_closing_mid_body_with_content_length_is_not_cached() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ncache-control: max-age=60\r\n\r\nabc"
+                        .to_vec(),
+                ),
+                Step::Close,
+            ]
+        },
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn backend_closing_mid_chunked_body_is_not_cached() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncache-control: max-age=60\r\n\r\n5\r\nab"
+                        .to_vec(),
+                ),
+                Step::Close,
+            ]
+        },
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn close_delimited_body_is_served_but_not_cached() {
+    // Without Content-Length or chunking, the close ends the body: a
+    // truncated body cannot be told from a whole one, so it is never stored.
+    let (origin, shellac) = broken_backend(|_| {
+        vec![
+            Step::Write(b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\n\r\nall of it".to_vec()),
+            Step::Close,
+        ]
+    })
+    .await;
+    for _ in 0..2 {
+        let got = get(shellac.addr, "/broken").await;
+        assert_eq!(got.text(), "all of it");
+        assert_ne!(got.header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(origin.requests(), 2);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn content_length_longer_than_the_body_is_not_cached() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\ncache-control: max-age=60\r\n\r\nonly twenty bytes...".to_vec(),
+                ),
+                Step::Sleep(Duration::from_secs(2)),
+                Step::Close,
+            ]
+        },
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn content_length_shorter_than_the_body_does_not_leak_into_the_next_response() {
+    let origin = Origin::raw(|seen| {
+        if seen.target == "/short" {
+            // Three bytes announced, a whole forged response after them.
+            vec![Step::Write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncache-control: max-age=60\r\n\r\nabcHTTP/1.1 200 OK\r\ncontent-length: 8\r\ncache-control: max-age=60\r\n\r\npoisoned"
+                    .to_vec(),
+            )]
+        } else {
+            vec![Step::Write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncache-control: max-age=60\r\n\r\nclean".to_vec(),
+            )]
+        }
+    })
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let short = get(shellac.addr, "/short").await;
+    assert_eq!(short.text(), "abc");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for path in ["/next", "/other", "/next"] {
+        let got = get(shellac.addr, path).await;
+        assert_eq!(got.text(), "clean", "{path} got bytes of another response");
+    }
+    assert_eq!(get(shellac.addr, "/short").await.text(), "abc");
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_status_line_gives_503() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(b"HTTP/1.1 2OO OK\r\ncontent-length: 2\r\n\r\nok".to_vec()),
+                Step::Close,
+            ]
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn not_http_at_all_gives_503() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec()),
+                Step::Close,
+            ]
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn informational_response_then_nothing_gives_503_at_first_byte_timeout() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+                Step::Hang,
+            ]
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn informational_response_then_close_gives_503() {
+    assert_backend_failure(
+        |_| {
+            vec![
+                Step::Write(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n".to_vec()),
+                Step::Close,
+            ]
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ten_thousand_response_headers_give_503() {
+    assert_backend_failure(
+        |_| {
+            let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+            for i in 0..10_000 {
+                head.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\nok");
+            vec![Step::Write(head), Step::Close]
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn body_trickling_slower_than_between_bytes_timeout_is_cut_and_not_cached() {
+    assert_backend_failure(
+        |_| {
+            let mut steps = vec![Step::Write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\ncache-control: max-age=60\r\n\r\n"
+                    .to_vec(),
+            )];
+            for _ in 0..10 {
+                steps.push(Step::Write(b"x".to_vec()));
+                steps.push(Step::Sleep(Duration::from_millis(600)));
+            }
+            steps
+        },
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn head_trickling_is_bounded_by_first_byte_timeout() {
+    assert_backend_failure(
+        |_| {
+            let mut steps = Vec::new();
+            for byte in
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: max-age=60\r\n\r\nok"
+            {
+                steps.push(Step::Write(vec![*byte]));
+                steps.push(Step::Sleep(Duration::from_millis(100)));
+            }
+            steps
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn backend_that_accepts_and_never_answers_gives_503_at_first_byte_timeout() {
+    assert_backend_failure(|_| vec![Step::Hang], false).await;
 }

@@ -291,6 +291,10 @@ pub enum NotStored {
     /// representations only (RFC 9111 §3.3), so a part is never stored as if
     /// it were the whole.
     Partial,
+    /// A body delimited only by the backend closing the connection (no
+    /// `Content-Length`, not chunked): a truncated body cannot be told from
+    /// a whole one (RFC 9112 §6.3 item 8), so it is never stored.
+    CloseDelimited,
 }
 
 impl NotStored {
@@ -307,6 +311,7 @@ impl NotStored {
             NotStored::Credentials => "credentials",
             NotStored::NotFresh => "not-fresh",
             NotStored::Partial => "partial",
+            NotStored::CloseDelimited => "close-delimited",
         }
     }
 

@@ -307,6 +307,7 @@ impl Proxy {
         };
         let response_time = SystemTime::now();
         let (mut head, body) = response.into_parts();
+        let close_delimited = is_close_delimited(&method, &head);
         headers::remove_hop_by_hop(&mut head.headers);
 
         // Unsafe methods invalidate what the cache holds for the target.
@@ -389,7 +390,14 @@ impl Proxy {
             )
         } else {
             Err(policy::NotStored::Method)
-        };
+        }
+        .and_then(|lifetimes| {
+            if close_delimited {
+                Err(policy::NotStored::CloseDelimited)
+            } else {
+                Ok(lifetimes)
+            }
+        });
         let too_big = content_length(&head.headers)
             .is_some_and(|len| len > self.config.cache.max_object_size);
         // A conditional client request is answered with a 304 once the full
@@ -792,6 +800,18 @@ fn key_host(host: Option<&str>) -> String {
     let host = host.unwrap_or("");
     let host = host.strip_suffix(":80").unwrap_or(host);
     host.to_ascii_lowercase()
+}
+
+/// Whether a backend response's body ends only when the backend closes the
+/// connection (RFC 9112 §6.3 item 8): a body that may have a status to carry
+/// one, with neither `Content-Length` nor `Transfer-Encoding`.
+fn is_close_delimited(method: &Method, head: &http::response::Parts) -> bool {
+    let bodyless = *method == Method::HEAD
+        || head.status.is_informational()
+        || matches!(head.status.as_u16(), 204 | 304);
+    !bodyless
+        && !head.headers.contains_key(header::CONTENT_LENGTH)
+        && !head.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
