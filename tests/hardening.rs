@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::origin::RawRecorder;
 use support::origin::Seen;
-use support::{config, get, try_send, Origin, Reply, Shellac, Step};
+use support::{config, get, send, try_send, Origin, Reply, Shellac, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -857,4 +857,334 @@ async fn head_trickling_is_bounded_by_first_byte_timeout() {
 #[tokio::test]
 async fn backend_that_accepts_and_never_answers_gives_503_at_first_byte_timeout() {
     assert_backend_failure(|_| vec![Step::Hang], false).await;
+}
+
+// === 4. cache poisoning ===
+
+/// An origin that reflects what a careless application would: the Host,
+/// the unkeyed forwarding headers and the request body, all cacheable.
+async fn reflecting_origin() -> Origin {
+    Origin::start(|seen| async move {
+        let field = |name: &str| {
+            seen.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let body = format!(
+            "host={} xfh={} path={} body={}",
+            field("host"),
+            field("x-forwarded-host"),
+            seen.target,
+            String::from_utf8_lossy(&seen.body)
+        );
+        Reply::ok(body).header("cache-control", "max-age=60")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn responses_are_keyed_by_host() {
+    let origin = reflecting_origin().await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let evil = send(shellac.addr, "GET", "/p", &[("host", "evil.example")]).await;
+    assert!(evil.text().contains("host=evil.example"));
+    let victim = send(shellac.addr, "GET", "/p", &[("host", "victim.example")]).await;
+    assert!(
+        victim.text().contains("host=victim.example"),
+        "{}",
+        victim.text()
+    );
+    assert_eq!(victim.header("x-cache"), Some("MISS"));
+    // Port 80 is the default port; any other port is another site.
+    let other_port = send(
+        shellac.addr,
+        "GET",
+        "/p",
+        &[("host", "victim.example:8080")],
+    )
+    .await;
+    assert_eq!(other_port.header("x-cache"), Some("MISS"));
+    let same = send(shellac.addr, "GET", "/p", &[("host", "VICTIM.example:80")]).await;
+    assert_eq!(same.header("x-cache"), Some("HIT"));
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn unkeyed_forwarding_headers_do_not_change_the_key_and_are_forwarded_untouched() {
+    // Shellac never uses these headers; it forwards them as they came and
+    // keeps them out of the key. A request carrying one gets (and fills)
+    // the same object as a request without it.
+    for (name, value) in [
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-scheme", "nothttps"),
+        ("x-forwarded-proto", "http"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("forwarded", "host=evil.example"),
+    ] {
+        let origin = Origin::fixed(Reply::ok("page").header("cache-control", "max-age=60")).await;
+        let shellac = Shellac::start(&config(origin.addr, "")).await;
+        let first = send(shellac.addr, "GET", "/p", &[(name, value)]).await;
+        assert_eq!(first.header("x-cache"), Some("MISS"), "{name}");
+        let plain = get(shellac.addr, "/p").await;
+        assert_eq!(
+            plain.header("x-cache"),
+            Some("HIT"),
+            "{name} changed the key"
+        );
+        assert_eq!(origin.requests(), 1, "{name}");
+        let seen = origin.seen();
+        assert_eq!(seen[0].target, "/p", "{name} changed the target");
+        assert_eq!(seen[0].method, "GET", "{name} changed the method");
+        assert_eq!(
+            seen[0].headers.get(name).map(|v| v.as_bytes()),
+            Some(value.as_bytes())
+        );
+        assert_eq!(
+            seen[0].headers.get("host").map(|v| v.as_bytes()),
+            Some(&b"test.example"[..]),
+            "{name} changed the Host sent"
+        );
+        shellac.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn x_forwarded_host_does_not_choose_the_route() {
+    let admin = Origin::fixed(Reply::ok("admin").header("cache-control", "no-store")).await;
+    let public = Origin::fixed(Reply::ok("public").header("cache-control", "no-store")).await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[backend]]\nname = \"admin\"\naddress = \"{}\"\n[[backend]]\nname = \"public\"\naddress = \"{}\"\n[[pool]]\nname = \"admin\"\nbackends = [\"admin\"]\n[[pool]]\nname = \"default\"\nbackends = [\"public\"]\n[[route]]\nhost = \"admin.example\"\npool = \"admin\"\n",
+        admin.addr, public.addr
+    );
+    let shellac = Shellac::start(&toml).await;
+    let got = send(
+        shellac.addr,
+        "GET",
+        "/",
+        &[
+            ("host", "www.example"),
+            ("x-forwarded-host", "admin.example"),
+        ],
+    )
+    .await;
+    assert_eq!(got.text(), "public");
+    assert_eq!(admin.requests(), 0);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn reflected_unkeyed_header_with_vary_does_not_reach_other_clients() {
+    // The defence for an origin that does use X-Forwarded-Host: it says so
+    // with Vary, and the poisoned copy only serves requests that send it.
+    let origin = Origin::start(|seen| async move {
+        let xfh = seen
+            .headers
+            .get("x-forwarded-host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("www.example")
+            .to_string();
+        Reply::ok(format!("<script src=\"//{xfh}/app.js\">"))
+            .header("cache-control", "max-age=60")
+            .header("vary", "X-Forwarded-Host")
+    })
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let poisoned = send(
+        shellac.addr,
+        "GET",
+        "/",
+        &[("x-forwarded-host", "evil.example")],
+    )
+    .await;
+    assert!(poisoned.text().contains("evil.example"));
+    let victim = get(shellac.addr, "/").await;
+    assert!(!victim.text().contains("evil"), "{}", victim.text());
+    let victim_again = get(shellac.addr, "/").await;
+    assert_eq!(victim_again.header("x-cache"), Some("HIT"));
+    assert!(!victim_again.text().contains("evil"));
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn cacheable_error_responses_are_not_stored_cpdos() {
+    // CPDoS (Nguyen et al., 2019): make the origin fail for one request
+    // (an oversized header: HHO; a meta character: HMC) and have the cache
+    // keep the error for everyone. Errors are not stored, whatever their
+    // Cache-Control, so the next client gets the page.
+    for status in [400u16, 413, 414, 431, 500, 502, 503, 504] {
+        let origin = Origin::start(move |seen| async move {
+            if seen.headers.contains_key("x-oversized") {
+                Reply::ok("error")
+                    .status(status)
+                    .header("cache-control", "public, max-age=3600")
+            } else {
+                Reply::ok("page").header("cache-control", "max-age=60")
+            }
+        })
+        .await;
+        let shellac = Shellac::start(&config(origin.addr, "")).await;
+        let attack = send(shellac.addr, "GET", "/p", &[("x-oversized", "x")]).await;
+        assert_eq!(attack.status, status);
+        let victim = get(shellac.addr, "/p").await;
+        assert_eq!(victim.status, 200, "{status} was stored");
+        assert_eq!(victim.text(), "page");
+        shellac.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn fat_get_is_passed_and_never_stored() {
+    let origin = reflecting_origin().await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let clean = get(shellac.addr, "/f").await;
+    assert_eq!(clean.header("x-cache"), Some("MISS"));
+    // A GET with a body: forwarded with its body, answered by the origin,
+    // and neither served from nor written to the cache.
+    let fat = exchange(
+        shellac.addr,
+        b"GET /f HTTP/1.1\r\nHost: test.example\r\nContent-Length: 9\r\nConnection: close\r\n\r\ncallback=",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(fat.status(), Some(200), "{}", fat.text);
+    assert!(fat.text.contains("body=callback="), "{}", fat.text);
+    assert!(
+        fat.text.to_ascii_lowercase().contains("x-cache: pass"),
+        "{}",
+        fat.text
+    );
+    let after = get(shellac.addr, "/f").await;
+    assert_eq!(after.header("x-cache"), Some("HIT"));
+    assert!(after.text().ends_with("body="), "{}", after.text());
+    assert_eq!(origin.requests(), 2);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn paths_are_keyed_byte_for_byte_as_forwarded() {
+    let origin = reflecting_origin().await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    get(shellac.addr, "/b").await;
+    for path in [
+        "/a/../b",
+        "/./b",
+        "//b",
+        "/a%2Fb",
+        "/%62",
+        "/b?",
+        "/b?x=1;y=2",
+        "/B",
+    ] {
+        let got = get(shellac.addr, path).await;
+        assert_eq!(
+            got.header("x-cache"),
+            Some("MISS"),
+            "{path} shared /b's object"
+        );
+        assert!(
+            got.text().contains(&format!("path={path} ")),
+            "{path}: {}",
+            got.text()
+        );
+    }
+    let seen: Vec<String> = origin.seen().iter().map(|s| s.target.clone()).collect();
+    assert!(seen.contains(&"/a/../b".to_string()), "{seen:?}");
+    assert!(seen.contains(&"/a%2Fb".to_string()), "{seen:?}");
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn head_miss_is_not_stored_for_get() {
+    let origin = Origin::start(|seen| async move {
+        if seen.method == "HEAD" {
+            Reply::ok("").header("cache-control", "max-age=60")
+        } else {
+            Reply::ok("full body").header("cache-control", "max-age=60")
+        }
+    })
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let head = send(shellac.addr, "HEAD", "/h", &[]).await;
+    assert_eq!(head.status, 200);
+    let got = get(shellac.addr, "/h").await;
+    assert_eq!(
+        got.text(),
+        "full body",
+        "a HEAD response was served to a GET"
+    );
+    let again = get(shellac.addr, "/h").await;
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(again.text(), "full body");
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn range_request_cannot_store_a_partial_object() {
+    // An origin that answers with a 206 part even when asked for the whole:
+    // the part is passed on, never stored as the object.
+    let origin = Origin::fixed(
+        Reply::ok("ab")
+            .status(206)
+            .header("content-range", "bytes 0-1/10")
+            .header("cache-control", "max-age=60"),
+    )
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    send(shellac.addr, "GET", "/r", &[("range", "bytes=0-1")]).await;
+    let whole = get(shellac.addr, "/r").await;
+    assert_ne!(whole.header("x-cache"), Some("HIT"));
+    assert_eq!(origin.requests(), 2);
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn range_miss_fills_the_whole_object() {
+    let origin = Origin::start(|seen| async move {
+        assert!(
+            !seen.headers.contains_key("range"),
+            "Range reached the origin on a fill"
+        );
+        Reply::ok("0123456789").header("cache-control", "max-age=60")
+    })
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let part = send(shellac.addr, "GET", "/r", &[("range", "bytes=2-4")]).await;
+    // On a miss the whole representation may be sent (RFC 9110 §14.2
+    // lets a server ignore Range); what matters is what gets stored.
+    assert!(
+        (part.status == 206 && part.text() == "234")
+            || (part.status == 200 && part.text() == "0123456789"),
+        "{} {}",
+        part.status,
+        part.text()
+    );
+    let whole = get(shellac.addr, "/r").await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.text(), "0123456789");
+    assert_eq!(whole.header("x-cache"), Some("HIT"));
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn method_override_does_not_make_get_unsafe_or_uncacheable() {
+    // Shellac judges the request by its real method: a GET with
+    // X-HTTP-Method-Override: POST neither invalidates nor passes.
+    let origin = Origin::fixed(Reply::ok("page").header("cache-control", "max-age=60")).await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    get(shellac.addr, "/m").await;
+    let overridden = send(
+        shellac.addr,
+        "GET",
+        "/m",
+        &[("x-http-method-override", "POST")],
+    )
+    .await;
+    assert_eq!(overridden.header("x-cache"), Some("HIT"));
+    assert_eq!(get(shellac.addr, "/m").await.header("x-cache"), Some("HIT"));
+    assert_eq!(origin.requests(), 1);
+    shellac.stop().await;
 }
