@@ -8,11 +8,17 @@
 //!   stores it only when the body ended cleanly, so nothing truncated is ever
 //!   cached.
 //!
+//! - [`LimitedBody`] counts a client's request body while it is forwarded
+//!   and fails it past `[server] max_request_body`, noting why in a shared
+//!   [`RequestBodyState`] so the pipeline can answer 413 (or 400 for a body
+//!   hyper could not decode) instead of blaming the backend.
+//!
 //! `Body` is an enum rather than a boxed trait object so that cache hits (a
 //! `Bytes` handed out as it is) cost no allocation for the body.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -47,6 +53,12 @@ pub enum BodyError {
     /// The client's request body failed while being forwarded.
     #[error("client request body failed: {0}")]
     Client(#[from] hyper::Error),
+    /// The client's request body grew past `max_request_body`.
+    #[error("client request body exceeds max_request_body ({max} bytes)")]
+    RequestTooLarge {
+        /// The configured limit in bytes.
+        max: u64,
+    },
 }
 
 /// A request or response body as Shellac passes it around.
@@ -61,6 +73,8 @@ pub enum Body {
     Backend(TimedBody),
     /// A backend response body that is also being stored.
     Capture(CaptureBody),
+    /// A client's request body, forwarded as it arrives under `max_request_body`.
+    Limited(LimitedBody),
 }
 
 impl Body {
@@ -84,6 +98,7 @@ impl http_body::Body for Body {
             Body::Incoming(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Client),
             Body::Backend(inner) => Pin::new(inner).poll_frame(cx),
             Body::Capture(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -94,6 +109,7 @@ impl http_body::Body for Body {
             Body::Incoming(inner) => inner.is_end_stream(),
             Body::Backend(inner) => inner.is_end_stream(),
             Body::Capture(inner) => inner.inner.is_end_stream(),
+            Body::Limited(inner) => inner.inner.is_end_stream(),
         }
     }
 
@@ -104,6 +120,7 @@ impl http_body::Body for Body {
             Body::Incoming(inner) => inner.size_hint(),
             Body::Backend(inner) => inner.size_hint(),
             Body::Capture(inner) => inner.inner.size_hint(),
+            Body::Limited(inner) => inner.inner.size_hint(),
         }
     }
 }
@@ -305,6 +322,114 @@ impl http_body::Body for CaptureBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         CaptureBody::poll_frame(self.get_mut(), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl LimitedBody ===
+
+/// Why a client's request body was cut off, when it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestBodyFault {
+    /// More than `max_request_body` bytes arrived: 413.
+    TooLarge,
+    /// hyper could not decode it (bad chunk size, early close): 400.
+    Malformed,
+}
+
+/// Shared between a [`LimitedBody`] and the pipeline: a failed backend fetch
+/// is the client's fault when the body it was forwarding failed first.
+#[derive(Debug, Default)]
+pub struct RequestBodyState(AtomicU8);
+
+impl RequestBodyState {
+    const TOO_LARGE: u8 = 1;
+    const MALFORMED: u8 = 2;
+
+    /// The fault, if the body was cut off.
+    pub fn fault(&self) -> Option<RequestBodyFault> {
+        match self.0.load(Ordering::Acquire) {
+            Self::TOO_LARGE => Some(RequestBodyFault::TooLarge),
+            Self::MALFORMED => Some(RequestBodyFault::Malformed),
+            _ => None,
+        }
+    }
+
+    fn set(&self, value: u8) {
+        self.0.store(value, Ordering::Release);
+    }
+}
+
+/// A client's request body that fails with [`BodyError::RequestTooLarge`]
+/// once more than `max` bytes arrived. The declared `Content-Length` was
+/// already checked against the same limit in `limits.rs`; this catches
+/// chunked bodies, whose size is known only as they stream.
+pub struct LimitedBody {
+    inner: Incoming,
+    received: u64,
+    max: u64,
+    state: Arc<RequestBodyState>,
+}
+
+impl LimitedBody {
+    /// Wraps a client's body; `state` learns why it failed, if it does.
+    pub fn new(inner: Incoming, max: u64, state: Arc<RequestBodyState>) -> LimitedBody {
+        LimitedBody {
+            inner,
+            received: 0,
+            max,
+            state,
+        }
+    }
+}
+
+/// Puts a client's request body under `max` bytes; bodies already in memory
+/// pass unchanged.
+pub fn limit_request(body: Body, max: u64, state: Arc<RequestBodyState>) -> Body {
+    match body {
+        Body::Incoming(inner) => Body::Limited(LimitedBody::new(inner, max, state)),
+        other => other,
+    }
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.received > this.max {
+            return Poll::Ready(Some(Err(BodyError::RequestTooLarge { max: this.max })));
+        }
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.received > this.max {
+                        this.state.set(RequestBodyState::TOO_LARGE);
+                        return Poll::Ready(Some(Err(BodyError::RequestTooLarge {
+                            max: this.max,
+                        })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => {
+                this.state.set(RequestBodyState::MALFORMED);
+                Poll::Ready(Some(Err(BodyError::Client(error))))
+            }
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

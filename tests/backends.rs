@@ -197,11 +197,20 @@ async fn fallback_uses_the_first_healthy_in_order() {
 
 #[tokio::test]
 async fn least_busy_avoids_the_busy_backend() {
-    let slow = Origin::fixed(
-        Reply::ok("slow")
-            .header("cache-control", "no-store")
-            .delay(Duration::from_millis(600)),
-    )
+    // The slow backend holds its requests until the spray is over, so the
+    // test does not depend on how fast a loaded machine runs the spray.
+    let release = Arc::new(AtomicBool::new(false));
+    let held = release.clone();
+    let slow = Origin::start(move |_| {
+        let held = held.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !held.load(Ordering::SeqCst) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Reply::ok("slow").header("cache-control", "no-store")
+        }
+    })
     .await;
     let fast = named("fast", healthy()).await;
     let shellac = Shellac::start(&backends(&[slow.addr, fast.addr], "least_busy", "", "")).await;
@@ -214,7 +223,14 @@ async fn least_busy_avoids_the_busy_backend() {
         }));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Both must really be in flight on the slow backend before the spray
+    // (on a loaded machine 50 ms may not be enough to get them there).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while slow.requests() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let counts = tally(&spray(shellac.addr, "lb", 20, 1).await);
+    release.store(true, Ordering::SeqCst);
     assert!(counts.get("fast").is_some_and(|&n| n >= 19), "{counts:?}");
     for p in pending {
         assert_eq!(p.await.expect("task").status, 200);

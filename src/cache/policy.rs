@@ -287,6 +287,14 @@ pub enum NotStored {
     Credentials,
     /// No freshness and nothing to revalidate with.
     NotFresh,
+    /// A 206 (or any partial response): Shellac stores whole
+    /// representations only (RFC 9111 §3.3), so a part is never stored as if
+    /// it were the whole.
+    Partial,
+    /// A body delimited only by the backend closing the connection (no
+    /// `Content-Length`, not chunked): a truncated body cannot be told from
+    /// a whole one (RFC 9112 §6.3 item 8), so it is never stored.
+    CloseDelimited,
 }
 
 impl NotStored {
@@ -302,6 +310,8 @@ impl NotStored {
             NotStored::ErrorStatus => "error-status",
             NotStored::Credentials => "credentials",
             NotStored::NotFresh => "not-fresh",
+            NotStored::Partial => "partial",
+            NotStored::CloseDelimited => "close-delimited",
         }
     }
 
@@ -371,6 +381,10 @@ pub fn storable(
     }
     if vary_star(response_headers) {
         return Err(NotStored::VaryStar);
+    }
+    if status == StatusCode::PARTIAL_CONTENT || response_headers.contains_key(header::CONTENT_RANGE)
+    {
+        return Err(NotStored::Partial);
     }
     if is_error_status(status) && !rules.store_errors {
         return Err(NotStored::ErrorStatus);

@@ -159,3 +159,16 @@ pub const BACKEND_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 pub const ROUTE_PRIORITY: u8 = 5;
 /// The highest route priority.
 pub const ROUTE_PRIORITY_MAX: u8 = 9;
+/// `[server] send_timeout` (Varnish `send_timeout`, 600 s): a write to a
+/// client that has made no progress for this long fails and the connection
+/// is closed, so a client that never reads cannot hold a response (and the
+/// backend connection feeding it) forever.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(600);
+/// `[server] max_connections` (nginx `worker_connections`; Varnish has no
+/// direct equivalent): the most client connections served at once. 0 means
+/// no cap. Over the cap, a connection is accepted, answered with a 503 and
+/// closed.
+pub const CLIENT_MAX_CONNECTIONS: usize = 0;
+/// `[server] max_request_body` (nginx `client_max_body_size`, here 100 MiB):
+/// the largest request body forwarded; larger ones get 413.
+pub const MAX_REQUEST_BODY: u64 = 100 * 1024 * 1024;

@@ -75,6 +75,9 @@ pub(super) struct RawServer {
     pub(super) debug_headers: Option<bool>,
     pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
     pub(super) maintenance_file: Option<String>,
+    pub(super) send_timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) max_request_body: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -88,6 +88,12 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Maintenance mode is on while this file exists.
     pub maintenance_file: Option<PathBuf>,
+    /// A write to a client that makes no progress for this long fails.
+    pub send_timeout: Duration,
+    /// The most client connections at once; 0 means no cap.
+    pub max_connections: usize,
+    /// The largest request body forwarded, in bytes; larger ones get 413.
+    pub max_request_body: u64,
 }
 
 /// `[cache]`.
@@ -542,6 +548,22 @@ fn build_server(
         debug_headers: s.debug_headers.unwrap_or(defaults::DEBUG_HEADERS),
         trusted_proxies: cidrs(s.trusted_proxies.as_deref(), "server.trusted_proxies", loc)?,
         maintenance_file: s.maintenance_file.as_ref().map(PathBuf::from),
+        send_timeout: positive_duration(&s.send_timeout, defaults::SEND_TIMEOUT, loc)?,
+        max_connections: match &s.max_connections {
+            None => defaults::CLIENT_MAX_CONNECTIONS,
+            Some(n) if (0..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                return Err(loc.error(
+                    span(n),
+                    format!(
+                        "expected a number of connections from 0 (no cap) to 1000000, found {}",
+                        n.get_ref()
+                    ),
+                ))
+            }
+        },
+        max_request_body: positive_size(&s.max_request_body, defaults::MAX_REQUEST_BODY, loc)?
+            as u64,
     })
 }
 
@@ -1361,6 +1383,26 @@ mod tests {
         assert_eq!(c.routes[0].host.as_deref(), Some("api.example.com"));
         assert_eq!(c.routes[0].pool, 1);
         assert_eq!(c.routes.last().map(|r| r.pool), Some(0));
+    }
+
+    #[test]
+    fn hardening_limits_have_defaults_and_are_checked() {
+        let c = parse("[[backend]]\naddress = \"127.0.0.1:1\"\n").expect("valid");
+        assert_eq!(c.server.send_timeout, Duration::from_secs(600));
+        assert_eq!(c.server.max_connections, 0);
+        assert_eq!(c.server.max_request_body, 100 * 1024 * 1024);
+        let err =
+            parse("[server]\nsend_timeout = \"0s\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n")
+                .unwrap_err();
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert_eq!(err.key(), Some("server.send_timeout"), "{err}");
+        let err = parse("[server]\nmax_connections = -1\n[[backend]]\naddress = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert_eq!(err.key(), Some("server.max_connections"), "{err}");
+        let err =
+            parse("[server]\nmax_request_body = \"0B\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n")
+                .unwrap_err();
+        assert_eq!(err.key(), Some("server.max_request_body"), "{err}");
     }
 
     #[test]

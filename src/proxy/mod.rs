@@ -32,7 +32,7 @@ pub use context::{Attempt, Outcome, RequestCtx};
 
 use crate::access_log::AccessLogger;
 use crate::backend::{Backends, FetchError, Pool};
-use crate::body::{Body, CaptureBody, Captured};
+use crate::body::{self, Body, CaptureBody, Captured, RequestBodyFault, RequestBodyState};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, RequestMode, StoreRules, Usability};
 use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
@@ -76,6 +76,8 @@ struct Exchange {
     host: Option<String>,
     /// Directives of the client's `Cache-Control`.
     cc: CacheControl,
+    /// Why the client's request body was cut off, if it was.
+    body_state: Arc<RequestBodyState>,
 }
 
 impl Proxy {
@@ -143,6 +145,23 @@ impl Proxy {
         &self.cache
     }
 
+    /// `[server] max_connections` (0: no cap), for the accept loop.
+    pub fn max_connections(&self) -> usize {
+        self.config.server.max_connections
+    }
+
+    /// The answer on a connection accepted over `[server] max_connections`:
+    /// the synthetic 503 with `Retry-After`, and the connection closed.
+    pub fn over_capacity(&self, version: Version) -> Response<Body> {
+        let refusal =
+            Synthetic::backend_fetch_failed("max_connections", self.config.server.retry_after);
+        let mut response = refusal.render(self.xid());
+        response
+            .headers_mut()
+            .insert(headers::X_CACHE, HeaderValue::from_static("SYNTH"));
+        close_connection(response, version)
+    }
+
     /// Handles one client request, start to finish.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, client: SocketAddr) -> Response<Body>
     where
@@ -189,7 +208,8 @@ impl Proxy {
             return self.synthetic(ctx, Synthetic::maintenance(retry_after));
         }
         if let Err(refusal) = limits::check(&req, &self.config.server) {
-            return self.synthetic(ctx, refusal);
+            let response = self.synthetic(ctx, refusal);
+            return close_connection(response, req.version());
         }
         if !self.rate_limits.is_empty() {
             if let Some(wait) =
@@ -210,9 +230,17 @@ impl Proxy {
             return self.synthetic(ctx, refusal);
         };
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        // A GET or HEAD with a body ("fat GET") is passed: the body is
+        // forwarded untouched, but a response that may depend on it is
+        // neither served from nor stored under a key that ignores it.
+        let mode = if limits::has_body(&req) {
+            RequestMode::Pass
+        } else {
+            policy::request_mode(req.method(), req.headers())
+        };
         let exchange = Exchange {
             key: CacheKey::new("http", &key_host(host.as_deref()), target),
-            mode: match policy::request_mode(req.method(), req.headers()) {
+            mode: match mode {
                 // `[[route]] pass = true`: neither looked up nor stored.
                 _ if route.pass => RequestMode::Pass,
                 mode => mode,
@@ -224,12 +252,17 @@ impl Proxy {
                 .unwrap_or(0),
             host,
             cc: CacheControl::from_headers(req.headers()),
+            body_state: Arc::default(),
         };
         if req.method().as_str() == "PURGE" {
             return self.purge(ctx, &exchange.key);
         }
         let (parts, body) = req.into_parts();
-        let body = body.into();
+        let body = body::limit_request(
+            body.into(),
+            self.config.server.max_request_body,
+            exchange.body_state.clone(),
+        );
 
         // 3. Requests that may not use the cache go straight to the backend.
         if exchange.mode != RequestMode::Lookup {
@@ -366,11 +399,17 @@ impl Proxy {
         let response = match fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await {
             Ok(response) => response,
             Err(error) => {
-                return self.fetch_failed(ctx, pool, error, &client_headers, version, stale, guard)
+                if let Some(fault) = exchange.body_state.fault() {
+                    // The client's body failed first: its fault, not the backend's.
+                    release(guard, Flight::Abandoned);
+                    return self.request_body_refused(ctx, fault, version);
+                }
+                return self.fetch_failed(ctx, pool, error, &client_headers, version, stale, guard);
             }
         };
         let response_time = SystemTime::now();
         let (mut head, body) = response.into_parts();
+        let close_delimited = is_close_delimited(&method, &head);
         headers::remove_hop_by_hop(&mut head.headers);
 
         // Unsafe methods invalidate what the cache holds for the target.
@@ -455,7 +494,14 @@ impl Proxy {
             .map(|lifetimes| self.route_overrides(exchange, lifetimes))
         } else {
             Err(policy::NotStored::Method)
-        };
+        }
+        .and_then(|lifetimes| {
+            if close_delimited {
+                Err(policy::NotStored::CloseDelimited)
+            } else {
+                Ok(lifetimes)
+            }
+        });
         let too_big = content_length(&head.headers)
             .is_some_and(|len| len > self.config.cache.max_object_size);
         // A conditional client request is answered with a 304 once the full
@@ -625,6 +671,32 @@ impl Proxy {
             })
     }
 
+    /// The answer when forwarding the client's body failed because of the
+    /// body itself: 413 past `max_request_body`, else 400. The connection is
+    /// closed: the rest of the body is unread, and may be unreadable.
+    fn request_body_refused(
+        &self,
+        ctx: &mut RequestCtx,
+        fault: RequestBodyFault,
+        version: Version,
+    ) -> Response<Body> {
+        let refusal = match fault {
+            RequestBodyFault::TooLarge => {
+                Synthetic::refuse(StatusCode::PAYLOAD_TOO_LARGE, "max_request_body")
+            }
+            RequestBodyFault::Malformed => {
+                Synthetic::refuse(StatusCode::BAD_REQUEST, "invalid_request_body")
+            }
+        };
+        tracing::info!(
+            xid = ctx.xid,
+            reason = refusal.reason,
+            "request body refused"
+        );
+        let response = self.synthetic(ctx, refusal);
+        close_connection(response, version)
+    }
+
     fn serve_stale_on_error(
         &self,
         ctx: &mut RequestCtx,
@@ -703,6 +775,7 @@ impl Proxy {
             route: exchange.route,
             host: exchange.host.clone(),
             cc: CacheControl::default(),
+            body_state: Arc::default(),
         };
         let mut request = Request::new(());
         *request.uri_mut() = parts.uri.clone();
@@ -838,6 +911,17 @@ impl Proxy {
     }
 }
 
+/// Asks hyper to close an HTTP/1 connection after `response` (HTTP/2 has no
+/// `Connection` header; its stream ends on its own).
+fn close_connection(mut response: Response<Body>, version: Version) -> Response<Body> {
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 fn release(guard: Option<WriterGuard>, outcome: Flight) {
     if let Some(guard) = guard {
         guard.release(outcome);
@@ -881,6 +965,18 @@ fn key_host(host: Option<&str>) -> String {
     let host = host.unwrap_or("");
     let host = host.strip_suffix(":80").unwrap_or(host);
     host.to_ascii_lowercase()
+}
+
+/// Whether a backend response's body ends only when the backend closes the
+/// connection (RFC 9112 §6.3 item 8): a body that may have a status to carry
+/// one, with neither `Content-Length` nor `Transfer-Encoding`.
+fn is_close_delimited(method: &Method, head: &http::response::Parts) -> bool {
+    let bodyless = *method == Method::HEAD
+        || head.status.is_informational()
+        || matches!(head.status.as_u16(), 204 | 304);
+    !bodyless
+        && !head.headers.contains_key(header::CONTENT_LENGTH)
+        && !head.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

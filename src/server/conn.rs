@@ -7,27 +7,47 @@
 //! `timeout_idle` (usually shorter) is enforced here by a watchdog that asks
 //! hyper for a graceful close once the connection has had no request in
 //! flight and no bytes moving for that long.
+//!
+//! The socket wrapper, [`ActivityIo`], also owns two guards that need the
+//! raw byte stream:
+//!
+//! - `send_timeout`: a write that has been pending (the client is not
+//!   reading, its window is full) for that long fails with `TimedOut`, and
+//!   hyper drops the connection. Only this connection's task waits, so a
+//!   client that never reads stalls no one else.
+//! - the framing watch (`framing.rs`), which counts `Content-Length` and
+//!   `Transfer-Encoding` lines per head for `limits::check`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
+use super::framing::FramingWatch;
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
+
+/// Bytes read from the client per read call (the framing watch sees them
+/// on the way through).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The connection settings derived from `[server]`, built once.
 pub struct Settings {
     builder: auto::Builder<TokioExecutor>,
     timeout_idle: Duration,
+    send_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl Settings {
@@ -48,6 +68,8 @@ impl Settings {
         Settings {
             builder,
             timeout_idle: config.timeout_idle,
+            send_timeout: config.send_timeout,
+            header_timeout: config.header_timeout,
         }
     }
 }
@@ -62,16 +84,26 @@ pub(super) async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = ActivityIo {
-        inner: TokioIo::new(stream),
-        activity: activity.clone(),
-    };
+    let framing = Arc::new(Mutex::new(FramingWatch::new()));
+    let io = ActivityIo::new(
+        stream,
+        activity.clone(),
+        framing.clone(),
+        settings.send_timeout,
+    );
     let service_activity = activity.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Each request runs on the generation current when it arrived;
         // a reload never changes the rules under a request in flight.
         let proxy = current.load_full();
         let activity = service_activity.clone();
+        let raw = framing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next_head();
+        if req.version() < hyper::Version::HTTP_2 {
+            req.extensions_mut().insert(raw);
+        }
         async move {
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
             let response = proxy.handle(req, client).await;
@@ -109,6 +141,30 @@ pub(super) async fn serve_connection(
     }
 }
 
+/// Serves a connection accepted over `[server] max_connections`: its first
+/// request is answered with the synthetic 503 and the connection closed. The
+/// whole exchange is bounded by `header_timeout` plus `send_timeout`, so
+/// refused connections cannot pile up.
+pub(super) async fn refuse_connection(
+    stream: TcpStream,
+    proxy: Arc<crate::proxy::Proxy>,
+    settings: &Settings,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = ActivityIo::new(
+        stream,
+        Arc::new(Activity::new()),
+        Arc::new(Mutex::new(FramingWatch::new())),
+        settings.send_timeout,
+    );
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let response = proxy.over_capacity(req.version());
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let bound = settings.header_timeout + settings.send_timeout.min(Duration::from_secs(5));
+    let _ = tokio::time::timeout(bound, settings.builder.serve_connection(io, service)).await;
+}
+
 /// When the connection last moved bytes, and how many requests it has open.
 struct Activity {
     origin: Instant,
@@ -140,23 +196,78 @@ impl Activity {
     }
 }
 
-/// The client socket, noting each read and write in [`Activity`].
+/// The client socket: notes each read and write in [`Activity`], shows
+/// every byte read to the framing watch, and fails a write that has made no
+/// progress for `send_timeout`.
 struct ActivityIo {
     inner: TokioIo<TcpStream>,
     activity: Arc<Activity>,
+    framing: Arc<Mutex<FramingWatch>>,
+    scratch: Box<[u8]>,
+    send_timeout: Duration,
+    /// Running while a write is pending; reset whenever a write progresses.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl ActivityIo {
+    fn new(
+        stream: TcpStream,
+        activity: Arc<Activity>,
+        framing: Arc<Mutex<FramingWatch>>,
+        send_timeout: Duration,
+    ) -> ActivityIo {
+        ActivityIo {
+            inner: TokioIo::new(stream),
+            activity,
+            framing,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            send_timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write was polled: progress clears the stall timer; `Pending`
+    /// starts it (or polls it), and when it fires the write fails.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            self.activity.touch();
+            return polled;
+        }
+        let timeout = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("send_timeout ({timeout:?}) expired: the client stopped reading"),
+        )))
+    }
 }
 
 impl Read for ActivityIo {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        mut buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
+        let this = self.get_mut();
+        let room = buf.remaining().min(this.scratch.len());
+        let mut read = tokio::io::ReadBuf::new(&mut this.scratch[..room]);
+        ready!(Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read))?;
+        let filled = read.filled();
+        this.framing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .feed(filled);
+        buf.put_slice(filled);
+        this.activity.touch();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -167,10 +278,7 @@ impl Write for ActivityIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
+        self.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -179,10 +287,7 @@ impl Write for ActivityIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
+        self.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -190,7 +295,8 @@ impl Write for ActivityIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

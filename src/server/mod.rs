@@ -1,8 +1,20 @@
 //! The client side: accept loops, one task per connection, listener changes
 //! on reload, and the drain on shutdown. It knows nothing of HTTP semantics;
 //! every request goes to the current [`Proxy`] generation.
+//!
+//! # `max_connections`
+//!
+//! A semaphore with `[server] max_connections` permits caps the client
+//! connections being served (0: no cap). A connection accepted while none is
+//! free is *accepted and answered*, not left in the listen backlog: its first
+//! request gets the synthetic 503 with `Retry-After` and `Connection: close`,
+//! within `header_timeout` (plus a few seconds to send), so a client learns
+//! at once to come back later instead of timing out in a queue it cannot
+//! see. Those refusals run outside the cap, one short task each. A reload
+//! that changes the cap starts a new count for new connections.
 
 mod conn;
+mod framing;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,9 +22,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::proxy::Proxy;
 
@@ -30,6 +42,12 @@ struct Shared {
     drain_tx: mpsc::Sender<()>,
     /// Flips to `true` on shutdown: stop accepting, close idle connections.
     stop_rx: watch::Receiver<bool>,
+    /// The `max_connections` permits; none when there is no cap.
+    cap: ArcSwapOption<Semaphore>,
+}
+
+fn semaphore(max_connections: usize) -> Option<Arc<Semaphore>> {
+    (max_connections > 0).then(|| Arc::new(Semaphore::new(max_connections)))
 }
 
 /// Serves `listeners` until `shutdown` resolves, then stops accepting, lets
@@ -45,12 +63,15 @@ pub async fn serve(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
-    let settings = Settings::new(&current.load().config().server);
+    let server_config = current.load().config().server.clone();
+    let settings = Settings::new(&server_config);
+    let mut max_connections = server_config.max_connections;
     let shared = Arc::new(Shared {
         current: current.clone(),
         settings: ArcSwap::from_pointee(settings),
         drain_tx,
         stop_rx,
+        cap: ArcSwapOption::new(semaphore(max_connections)),
     });
     let mut loops: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
     for listener in listeners {
@@ -73,6 +94,10 @@ pub async fn serve(
                 }
                 let config = current.load().config().clone();
                 shared.settings.store(Arc::new(Settings::new(&config.server)));
+                if config.server.max_connections != max_connections {
+                    max_connections = config.server.max_connections;
+                    shared.cap.store(semaphore(max_connections));
+                }
                 if config.server.listen != configured {
                     follow_listen(&config.server.listen, &configured, &mut loops, &shared).await;
                     configured = config.server.listen.clone();
@@ -167,10 +192,25 @@ async fn accept_loop(
         };
         let current = shared.current.clone();
         let settings = shared.settings.load_full();
+        let permit = match shared.cap.load_full() {
+            None => None,
+            Some(cap) => match cap.try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::warn!(client = %client, "max_connections reached: answering 503");
+                    let proxy = current.load_full();
+                    tokio::spawn(
+                        async move { conn::refuse_connection(stream, proxy, &settings).await },
+                    );
+                    continue;
+                }
+            },
+        };
         let stop_rx = shared.stop_rx.clone();
         let drain_tx = shared.drain_tx.clone();
         tokio::spawn(async move {
             conn::serve_connection(stream, client, current, &settings, stop_rx).await;
+            drop(permit);
             drop(drain_tx);
         });
     }

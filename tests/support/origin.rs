@@ -370,3 +370,130 @@ impl Origin {
         (origin, Killer { tasks })
     }
 }
+
+// === raw recording origin (hardening tests) ===
+
+/// A raw-TCP origin that keeps exactly the bytes it received, per request,
+/// so a test can assert what a proxy forwarded byte for byte. It frames each
+/// request itself (a `Content-Length` body or a chunked body, nothing else)
+/// and answers each with the same canned response.
+#[derive(Clone)]
+pub struct RawRecorder {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl RawRecorder {
+    /// Starts the recorder; every request it can frame gets `response`.
+    pub async fn start(response: &'static [u8]) -> RawRecorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let recorder = RawRecorder {
+            addr: listener.local_addr().expect("origin addr"),
+            requests: Arc::default(),
+            connections: Arc::default(),
+        };
+        let shared = recorder.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.serve(stream, response).await });
+            }
+        });
+        recorder
+    }
+
+    /// Every request received, each exactly as its bytes arrived (head and
+    /// body framing included).
+    pub fn requests(&self) -> Vec<Vec<u8>> {
+        self.requests.lock().expect("requests lock").clone()
+    }
+
+    /// The requests as (lossy) text, for assertions and messages.
+    pub fn texts(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).to_string())
+            .collect()
+    }
+
+    /// How many TCP connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    async fn serve(&self, mut stream: TcpStream, response: &'static [u8]) {
+        let mut buffer = Vec::new();
+        loop {
+            let Some(len) = read_framed(&mut stream, &mut buffer).await else {
+                // Whatever arrived without a complete frame is kept too.
+                if !buffer.is_empty() {
+                    self.requests.lock().expect("requests lock").push(buffer);
+                }
+                return;
+            };
+            let request: Vec<u8> = buffer.drain(..len).collect();
+            self.requests.lock().expect("requests lock").push(request);
+            if stream.write_all(response).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads from `stream` into `buffer` until one whole request is in it;
+/// returns its length, or `None` when the peer closed first.
+async fn read_framed(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(len) = frame_length(buffer) {
+            return Some(len);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The length of the first complete request in `buffer`, if it is all there.
+fn frame_length(buffer: &[u8]) -> Option<usize> {
+    let head_end = buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let field = |name: &str| {
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if field("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
+        let mut at = head_end;
+        loop {
+            let line_end = buffer[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            let size_text = String::from_utf8_lossy(&buffer[at..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                // Trailers end with an empty line.
+                let end = buffer[at..].windows(2).position(|w| w == b"\r\n")?;
+                if end == 0 {
+                    return Some(at + 2);
+                }
+                let trailers_end = buffer[at..].windows(4).position(|w| w == b"\r\n\r\n")?;
+                return Some(at + trailers_end + 4);
+            }
+            at += size + 2;
+            if at > buffer.len() {
+                return None;
+            }
+        }
+    }
+    let length: usize = field("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (buffer.len() >= head_end + length).then_some(head_end + length)
+}
