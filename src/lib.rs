@@ -13,6 +13,11 @@
 //! - [`body`]: the body type, the between-bytes timer, store-while-streaming.
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`demo`]: the `--demo` origin.
+//! - [`admin`]: the admin listener (metrics, health, backends, bans, reload, maintenance, status page).
+//! - [`ops`]: what outlives a reload (metrics, maintenance, draining, request ids).
+//! - [`reload`]: hot reload on SIGHUP and `POST /reload`.
+//! - [`access_log`]: the non-blocking access-log writer.
+//! - [`ratelimit`]: `[[rate_limit]]` quotas (429).
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 

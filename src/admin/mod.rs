@@ -48,7 +48,17 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Serves the admin endpoints on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, current: Current, reloader: Arc<Reloader>) {
-    let admin = Arc::new(Admin { current, reloader });
+    let startup_token = current
+        .load()
+        .config()
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.clone());
+    let admin = Arc::new(Admin {
+        current,
+        reloader,
+        startup_token,
+    });
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -70,6 +80,7 @@ pub async fn serve(listener: TcpListener, current: Current, reloader: Arc<Reload
 struct Admin {
     current: Current,
     reloader: Arc<Reloader>,
+    startup_token: Option<String>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -124,7 +135,7 @@ impl Admin {
     async fn answer(&self, req: Request<Incoming>) -> AdminResponse {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
-        if method == Method::GET && path == "/health" {
+        if (method == Method::GET || method == Method::HEAD) && path == "/health" {
             return self.health();
         }
         if !self.authorized(&req) {
@@ -189,12 +200,14 @@ impl Admin {
 
     fn authorized<B>(&self, req: &Request<B>) -> bool {
         let proxy = self.current.load();
-        let Some(token) = proxy
-            .config()
-            .admin
-            .as_ref()
-            .and_then(|a| a.token.as_deref())
-        else {
+        // A reload that drops `[admin]` cannot close this listener (it is
+        // bound once, at start); it must not open it either: the token it
+        // started with stays in force.
+        let token = match &proxy.config().admin {
+            Some(admin) => admin.token.as_deref(),
+            None => self.startup_token.as_deref(),
+        };
+        let Some(token) = token else {
             return true;
         };
         let from_header = req

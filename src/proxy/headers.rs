@@ -54,6 +54,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// `X-Forwarded-For` that is not itself a trusted proxy (the left part of
 /// the header is whatever the client wrote, so it is never believed).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    // An IPv4 client on a `[::]` listener arrives as `::ffff:a.b.c.d`; ACLs
+    // and logs are written with the IPv4 form.
+    let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.iter().any(|net| net.contains(&peer)) {
         return peer;
     }
