@@ -263,7 +263,10 @@ impl Metrics {
             let backend = BackendLabel {
                 backend: attempt.backend.to_string(),
             };
-            self.backend_requests.get_or_create(&backend).inc();
+            // A request shed by the queue never reached the backend.
+            if !matches!(attempt.result, Err("queue_full" | "queue_timeout")) {
+                self.backend_requests.get_or_create(&backend).inc();
+            }
             if n > 0 {
                 self.backend_retries.get_or_create(&backend).inc();
             }

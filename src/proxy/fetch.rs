@@ -49,8 +49,20 @@ pub(super) async fn fetch(
         };
         tried.push(index);
         // 2. A slot: at once, after queueing, or a 503 at once (load shedding).
-        let Some(slot) = backend.admit(route.priority).await? else {
-            continue; // another request took the one trial after an ejection
+        let slot = match backend.admit(route.priority).await {
+            Ok(Some(slot)) => slot,
+            // Another request took the one trial after an ejection.
+            Ok(None) => continue,
+            Err(shed) => {
+                // Load shedding (queue full or timed out) is a failure of
+                // this backend in the metrics and the 503's facts too.
+                ctx.tried.push(backend.name().clone());
+                ctx.attempts.push(Attempt {
+                    backend: backend.name().clone(),
+                    result: Err(shed.reason()),
+                });
+                return Err(shed);
+            }
         };
         ctx.backend = Some(backend.name().clone());
         ctx.tried.push(backend.name().clone());
