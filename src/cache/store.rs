@@ -181,3 +181,82 @@ impl ObjectStore for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::Lifetimes;
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    fn object(size: usize, ttl: Duration) -> Arc<CachedObject> {
+        let lifetimes = Lifetimes {
+            ttl,
+            grace: Duration::ZERO,
+            keep: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            no_cache: false,
+        };
+        Arc::new(CachedObject::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![b'x'; size]),
+            Duration::ZERO,
+            lifetimes,
+        ))
+    }
+
+    #[test]
+    fn never_holds_more_than_capacity() {
+        let capacity = 1024 * 1024;
+        let evicted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = evicted.clone();
+        let store = MemoryStore::with_eviction_listener(
+            capacity,
+            Arc::new(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }),
+        );
+        // Ten times the capacity in 10 KiB objects.
+        for i in 0..1000 {
+            let key = CacheKey::new("http", "h", &format!("/{i}"));
+            store.insert(
+                key,
+                Entry::Object(object(10 * 1024, Duration::from_secs(60))),
+            );
+            store.settle();
+        }
+        store.settle();
+        assert!(
+            store.bytes() <= capacity,
+            "{} bytes held for a {capacity}-byte capacity",
+            store.bytes()
+        );
+        assert!(
+            store.bytes() > capacity / 2,
+            "the cache should be well used: {}",
+            store.bytes()
+        );
+        assert!(
+            evicted.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "evictions are reported"
+        );
+    }
+
+    #[test]
+    fn entries_expire_after_ttl_plus_retention() {
+        let store = MemoryStore::new(1024 * 1024);
+        let key = CacheKey::new("http", "h", "/short");
+        store.insert(
+            key.clone(),
+            Entry::Object(object(10, Duration::from_millis(50))),
+        );
+        assert!(store.get(&key).is_some());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(
+            store.get(&key).is_none(),
+            "expired entries are not returned"
+        );
+    }
+}
