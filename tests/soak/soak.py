@@ -122,8 +122,10 @@ def worker(addr, stats, deadline, seed):
         if conn is None:
             conn = http.client.HTTPConnection(addr[0], addr[1], timeout=10)
         roll = rng.random()
-        if roll < 0.7:
+        if roll < 0.68:
             kind, method, path, body = "hit", "GET", "/static/%d" % rng.randrange(50), None
+        elif roll < 0.70:
+            kind, method, path, body = "purge", "PURGE", "/static/%d" % rng.randrange(50), None
         elif roll < 0.9:
             kind, method, path, body = "miss", "GET", "/miss?%d" % rng.randrange(10**9), None
         else:
@@ -133,6 +135,8 @@ def worker(addr, stats, deadline, seed):
             resp = conn.getresponse()
             resp.read()
             stats.add("requests")
+            if kind == "purge":
+                stats.add("purges")
             if resp.status >= 500:
                 stats.add("http_%d" % resp.status)
                 if kind == "hit":
@@ -176,6 +180,7 @@ def main():
     config = os.path.join(workdir, "shellac.toml")
     with open(config, "w") as f:
         f.write('[server]\nlisten = "127.0.0.1:%d"\nmax_connections = 512\n' % shellac_port)
+        f.write('[cache]\npurge_allow = ["127.0.0.1/32"]\n')
         f.write('[defaults]\nconnect_timeout = "500ms"\nfirst_byte_timeout = "5s"\n')
         for i, port in enumerate(ports):
             f.write('[[backend]]\nname = "o%d"\naddress = "127.0.0.1:%d"\n' % (i, port))
@@ -202,6 +207,8 @@ def main():
     print("t(s)  req/10s  503  5xx_cached  errors                      rss_kib  fds")
     next_report = start + 10
     next_kill = start + 20
+    next_reload = start + 15
+    reloads = 0
     restart_at = None
     while time.time() < deadline:
         now = time.time()
@@ -213,6 +220,12 @@ def main():
         if restart_at is not None and now >= restart_at:
             origins[0] = start_origin(ports[0])
             restart_at = None
+        if now >= next_reload:
+            # A reload every 30 s (the file is unchanged: the same backends
+            # carry over with their pools; the point is that nothing breaks).
+            shellac.send_signal(signal.SIGHUP)
+            reloads += 1
+            next_reload += 30
         if now >= next_report:
             window = stats.take_window()
             errors = {k: v for k, v in window.items() if k.startswith("error_")}
@@ -236,8 +249,8 @@ def main():
     with open(log_path) as f:
         panics = sum(1 for line in f if "panicked" in line)
     total = stats.total
-    print("total: requests=%d 503=%d 5xx_on_cached=%d errors=%s panics=%d exit=%s" % (
-        total["requests"], total["http_503"], total["5xx_on_cached"],
+    print("total: requests=%d purges=%d reloads=%d 503=%d 5xx_on_cached=%d errors=%s panics=%d exit=%s" % (
+        total["requests"], total["purges"], reloads, total["http_503"], total["5xx_on_cached"],
         {k: v for k, v in total.items() if k.startswith("error_")} or "-",
         panics, shellac.returncode))
     print("log:", log_path)
