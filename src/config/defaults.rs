@@ -159,3 +159,19 @@ pub const BACKEND_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 pub const ROUTE_PRIORITY: u8 = 5;
 /// The highest route priority.
 pub const ROUTE_PRIORITY_MAX: u8 = 9;
+
+/// `[cache.l2] prefix`: put before every Redis key and the fan-out channel
+/// name, so several Shellac clusters (or other programs) can share a Redis.
+pub const L2_PREFIX: &str = "shellac:";
+/// `[cache.l2] timeout`: the longest an L2 lookup may delay a miss before
+/// Shellac gives up on it and fetches from the backend.
+pub const L2_TIMEOUT: Duration = Duration::from_millis(50);
+/// `[cache.l2] max_object_size`: larger objects stay in this node's memory
+/// only (each L2 read of them would cost the network more than it saves).
+pub const L2_MAX_OBJECT_SIZE: u64 = 1024 * 1024;
+/// After an L2 error or timeout, L2 is skipped this long; then one trial
+/// request decides whether it is used again (the circuit breaker).
+pub const L2_BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// The longest pause between two attempts to (re)connect the fan-out
+/// subscription; the pause doubles from 100 ms up to this.
+pub const L2_RECONNECT_MAX: Duration = Duration::from_secs(5);

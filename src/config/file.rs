@@ -91,6 +91,8 @@ pub(super) struct RawCache {
     pub(super) strip_targeted: Option<bool>,
     pub(super) purge_allow: Option<Vec<Spanned<String>>>,
     pub(super) tag_header: Option<Spanned<String>>,
+    /// `[cache.l2]`: the shared second tier on Redis/Valkey.
+    pub(super) l2: Option<RawL2>,
 }
 
 /// The settings `[defaults]` sets for every backend and each `[[backend]]`
@@ -199,4 +201,14 @@ pub(super) struct RawRetry {
     pub(super) backoff_max: Option<Spanned<ConfigDuration>>,
     pub(super) budget_percent: Option<Spanned<i64>>,
     pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[cache.l2]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawL2 {
+    pub(super) url: Spanned<String>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) max_object_size: Option<Spanned<ByteSize>>,
 }
