@@ -297,6 +297,22 @@ impl Proxy {
             }
             match self.cache.coalescer.join(&exchange.key) {
                 Role::Writer(guard) => {
+                    // The writer asks the shared second tier before the backend.
+                    let mut stale = stale;
+                    if let Some(object) = self.cache.lookup_l2(&exchange.key, &parts.headers).await
+                    {
+                        let now = Instant::now();
+                        let usable =
+                            policy::usability(&object.lifetimes, object.age(now), &exchange.cc);
+                        if usable == Usability::Fresh {
+                            guard.release(Flight::Stored);
+                            ctx.outcome = Outcome::Hit;
+                            let status =
+                                format!("shellac; hit; ttl={}; detail=l2", ttl_left(&object, now));
+                            return self.deliver(&parts, &object, now, "HIT", &status);
+                        }
+                        stale = stale.or(Some(object));
+                    }
                     return self
                         .fetch(ctx, &exchange, parts, body, stale, Some(guard))
                         .await;
@@ -673,7 +689,7 @@ impl Proxy {
                 Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"),
             );
         }
-        self.cache.invalidate(key);
+        self.cache.purge(key);
         ctx.outcome = Outcome::Synth;
         ctx.error = Some("purge");
         tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
@@ -734,7 +750,7 @@ impl Proxy {
     /// RFC 9111 §4.4: the target URI, and `Location` / `Content-Location`
     /// when they point at the same host.
     fn invalidate_after_write(&self, key: &CacheKey, host: Option<&str>, response: &HeaderMap) {
-        self.cache.invalidate(key);
+        self.cache.purge(key);
         let host = key_host(host);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
@@ -748,7 +764,7 @@ impl Proxy {
                 .is_none_or(|a| key_host(Some(a.as_str())) == host);
             if let (true, Some(target)) = (same_host, uri.path_and_query()) {
                 self.cache
-                    .invalidate(&CacheKey::new("http", &host, target.as_str()));
+                    .purge(&CacheKey::new("http", &host, target.as_str()));
             }
         }
     }
