@@ -367,3 +367,49 @@ async fn coalescing_covers_the_l2_lookup() {
     burst(b.addr).await;
     assert_eq!(origin.requests(), 1, "B's ten misses were one L2 read");
 }
+
+/// A Redis that stops answering (CLIENT PAUSE) delays a miss by at most
+/// about `timeout`, once; then the breaker skips it.
+#[tokio::test]
+async fn a_stalled_redis_delays_misses_by_at_most_the_timeout() {
+    let Some(redis) = RedisServer::start("a_stalled_redis_delays_misses") else {
+        return;
+    };
+    let origin = counting_origin().await;
+    let node = ShellacProcess::spawn(&node_config(origin.addr, &redis));
+    assert!(
+        node.wait_for_log("L2 connected", Duration::from_secs(10))
+            .await
+    );
+    get(node.addr, "/before").await;
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT PAUSE");
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        let got = get(node.addr, &format!("/stalled/{i}")).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(got.status.as_u16(), 200);
+    }
+    // 50 ms of L2 timeout plus a local origin; generous for a busy machine.
+    assert!(
+        slowest < Duration::from_millis(600),
+        "slowest miss {slowest:?}"
+    );
+    let admin = node.admin_addr().await.expect("admin");
+    let metrics = get(admin, "/metrics").await.text();
+    assert!(
+        sample(&metrics, "shellac_l2_errors_total{kind=\"timeout\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "shellac_l2_skipped_total") >= 15.0,
+        "{metrics}"
+    );
+}
