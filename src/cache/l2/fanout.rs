@@ -56,6 +56,15 @@ pub enum Invalidation {
     },
 }
 
+/// A ban as kept in the sorted set `{prefix}bans` (scored by `at_ms`), so
+/// that a node that starts (or resubscribes) later learns it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredBan {
+    node: u64,
+    at_ms: u64,
+    matcher: WireMatcher,
+}
+
 /// A [`BanMatcher`] as sent.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,14 +118,64 @@ impl L2 {
         });
     }
 
-    /// Tells the other nodes about a ban made now; remembers it for L2 reads.
+    /// Tells the other nodes about a ban made now, and records it in
+    /// `{prefix}bans` for nodes that start later; remembers it for L2 reads.
     pub fn publish_ban(self: &Arc<Self>, matcher: &BanMatcher) {
         let at_ms = unix_ms(SystemTime::now());
         self.remember_ban(at_ms, matcher.clone());
+        let stored = StoredBan {
+            node: self.node_id,
+            at_ms,
+            matcher: WireMatcher::from_matcher(matcher),
+        };
+        if let Ok(member) = serde_json::to_string(&stored) {
+            let l2 = self.clone();
+            let forget_before = at_ms.saturating_sub(self.ban_horizon_ms());
+            super::spawn(async move {
+                let mut add = redis::cmd("ZADD");
+                add.arg(l2.bans_key()).arg(at_ms).arg(member);
+                let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+                trim.arg(l2.bans_key())
+                    .arg("-inf")
+                    .arg(format!("({forget_before}"));
+                for cmd in [add, trim] {
+                    if let Err(error) = l2.run::<i64>(&cmd, l2.background_timeout()).await {
+                        l2.metrics.error(error.kind());
+                        tracing::warn!(%error, "could not record a ban in L2: nodes started later will not know it");
+                        return;
+                    }
+                }
+            });
+        }
         self.send(Invalidation::Ban {
             at_ms,
             matcher: WireMatcher::from_matcher(matcher),
         });
+    }
+
+    /// The sorted set of recent bans.
+    fn bans_key(&self) -> String {
+        format!("{}bans", self.config.prefix)
+    }
+
+    /// Reads the recent bans from `{prefix}bans` into the ban memory;
+    /// returns how many there were.
+    pub(super) async fn load_bans(&self, conn: super::Conn) -> Result<usize, super::L2Error> {
+        let since = unix_ms(SystemTime::now()).saturating_sub(self.ban_horizon_ms());
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(self.bans_key()).arg(since).arg("+inf");
+        let members: Vec<String> = super::run_on(conn, &cmd, self.background_timeout()).await?;
+        let count = members.len();
+        for member in members {
+            let parsed = serde_json::from_str::<StoredBan>(&member)
+                .ok()
+                .and_then(|b| Some((b.at_ms, b.matcher.to_matcher()?)));
+            match parsed {
+                Some((at_ms, matcher)) => self.remember_ban(at_ms, matcher),
+                None => self.metrics.error("decode"),
+            }
+        }
+        Ok(count)
     }
 
     fn send(self: &Arc<Self>, what: Invalidation) {
@@ -158,6 +217,16 @@ impl L2 {
                         tracing::warn!(removed, "fan-out subscription re-established: flushed L1, since invalidations may have been missed");
                     } else {
                         tracing::info!(channel = %self.channel(), "fan-out subscribed");
+                    }
+                    if established_before {
+                        // Bans published while not subscribed still hide
+                        // older L2 objects.
+                        if let Some(conn) = self.conn.get().cloned() {
+                            if let Err(error) = self.load_bans(conn).await {
+                                self.metrics.error(error.kind());
+                                tracing::warn!(%error, "cannot re-read the bans from L2");
+                            }
+                        }
                     }
                     established_before = true;
                     self.listen(pubsub, &cache).await;

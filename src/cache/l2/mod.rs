@@ -155,11 +155,22 @@ impl L2 {
             let mut logged = false;
             loop {
                 match l2.connect().await {
-                    Ok(conn) => {
-                        let _ = l2.conn.set(conn);
-                        tracing::info!(url = %l2.config.url, "L2 connected");
-                        return;
-                    }
+                    // Reads start only once the bans made before this
+                    // node started are known (they hide older L2 objects).
+                    Ok(conn) => match l2.load_bans(conn.clone()).await {
+                        Ok(bans) => {
+                            let _ = l2.conn.set(conn);
+                            tracing::info!(url = %l2.config.url, bans, "L2 connected");
+                            return;
+                        }
+                        Err(error) => {
+                            l2.metrics.error(error.kind());
+                            if !logged {
+                                tracing::warn!(%error, "cannot read the bans from L2; retrying");
+                                logged = true;
+                            }
+                        }
+                    },
                     Err(error) => {
                         l2.metrics.error("connection");
                         if !logged {
@@ -220,20 +231,7 @@ impl L2 {
         let Some(conn) = self.conn.get().cloned() else {
             return Err(L2Error::Connection("not connected yet".into()));
         };
-        let query = async move {
-            match conn {
-                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
-            }
-        };
-        match tokio::time::timeout(limit, query).await {
-            Err(_) => Err(L2Error::Timeout(limit)),
-            Ok(Err(error)) => Err(match L2Error::from_redis(error) {
-                L2Error::Timeout(_) => L2Error::Timeout(limit),
-                other => other,
-            }),
-            Ok(Ok(value)) => Ok(value),
-        }
+        run_on(conn, cmd, limit).await
     }
 
     fn failed(&self, op: &'static str, error: &L2Error) {
@@ -357,11 +355,18 @@ impl L2 {
 
     /// Remembers a ban (made at `at_ms`) for objects read from L2 later.
     pub fn remember_ban(&self, at_ms: u64, matcher: BanMatcher) {
-        let horizon = (self.longest_ms.load(std::sync::atomic::Ordering::Relaxed))
-            .max(BAN_MEMORY_MIN.as_millis() as u64);
+        let horizon = self.ban_horizon_ms();
         let now = codec::unix_ms(SystemTime::now());
         let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
         bans.retain(|(at, _)| at.saturating_add(horizon) > now);
+        // The same ban arrives twice when a node reloads the list it is on.
+        let same = format!("{matcher:?}");
+        if bans
+            .iter()
+            .any(|(at, m)| *at == at_ms && format!("{m:?}") == same)
+        {
+            return;
+        }
         if bans.len() >= BAN_MEMORY_MAX {
             tracing::warn!(
                 "more than {BAN_MEMORY_MAX} recent bans: forgetting the oldest for L2 objects"
@@ -369,6 +374,13 @@ impl L2 {
             bans.remove(0);
         }
         bans.push((at_ms, matcher));
+    }
+
+    /// How long bans matter for L2 objects, ms.
+    fn ban_horizon_ms(&self) -> u64 {
+        self.longest_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(BAN_MEMORY_MIN.as_millis() as u64)
     }
 
     fn banned(&self, key: &CacheKey, decoded: &Decoded) -> bool {
@@ -391,5 +403,27 @@ impl L2 {
 fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(task);
+    }
+}
+
+/// Runs `cmd` on `conn` within `limit`.
+async fn run_on<T: redis::FromRedisValue>(
+    conn: Conn,
+    cmd: &redis::Cmd,
+    limit: Duration,
+) -> Result<T, L2Error> {
+    let query = async move {
+        match conn {
+            Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+        }
+    };
+    match tokio::time::timeout(limit, query).await {
+        Err(_) => Err(L2Error::Timeout(limit)),
+        Ok(Err(error)) => Err(match L2Error::from_redis(error) {
+            L2Error::Timeout(_) => L2Error::Timeout(limit),
+            other => other,
+        }),
+        Ok(Ok(value)) => Ok(value),
     }
 }
