@@ -475,3 +475,46 @@ async fn a_stalled_redis_delays_misses_by_at_most_the_timeout() {
         "{metrics}"
     );
 }
+
+/// `[cluster]` peering: 300 requests for 100 keys spread over three nodes
+/// (each key once on each node) → each key fetched from the origin once,
+/// without any L2.
+#[tokio::test]
+async fn peering_fetches_each_key_from_the_origin_once() {
+    let origin = counting_origin().await;
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        })
+        .collect();
+    let peers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let nodes: Vec<ShellacProcess> = ports
+        .iter()
+        .map(|port| {
+            ShellacProcess::spawn(&format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[cluster]\npeers = [{}]\nself = \"127.0.0.1:{port}\"\n[[backend]]\nname = \"origin\"\naddress = \"{}\"\n",
+                peers.join(", "),
+                origin.addr
+            ))
+        })
+        .collect();
+    for i in 0..300 {
+        let node = &nodes[i % 3];
+        let got = get(node.addr, &format!("/peer/{}", i % 100)).await;
+        assert_eq!(got.status.as_u16(), 200, "{:?}", got.headers);
+    }
+    assert_eq!(origin.requests(), 100, "each key from the origin once");
+    eprintln!(
+        "FIGURE peering: 300 requests (100 URLs x 3 nodes) -> {} origin requests",
+        origin.requests()
+    );
+
+    // A dead peer's keys move on: no client errors.
+    let mut nodes = nodes;
+    drop(nodes.pop());
+    for i in 0..60 {
+        let got = try_send(nodes[i % 2].addr, "GET", &format!("/after-death/{i}"), &[]).await;
+        assert_eq!(got.map(|g| g.status.as_u16()), Ok(200), "request {i}");
+    }
+}

@@ -175,3 +175,9 @@ pub const L2_BREAKER_OPEN: Duration = Duration::from_secs(5);
 /// The longest pause between two attempts to (re)connect the fan-out
 /// subscription; the pause doubles from 100 ms up to this.
 pub const L2_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// `[cluster]`: connecting to a peer must succeed within this, or the
+/// request goes to the next peer on the ring (peers are on one network).
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// `[cluster]`: a peer is ejected after this many failed fetches in a row
+/// (its keys move to the next peer on the ring until it answers again).
+pub const PEER_CONSECUTIVE_FAILURES: u32 = 2;

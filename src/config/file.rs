@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) rate_limit: Vec<RawRateLimit>,
+    pub(super) cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,4 +212,13 @@ pub(super) struct RawL2 {
     pub(super) prefix: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<ConfigDuration>>,
     pub(super) max_object_size: Option<Spanned<ByteSize>>,
+}
+
+/// `[cluster]`: consistent-hash peering.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) peers: Spanned<Vec<Spanned<String>>>,
+    #[serde(rename = "self")]
+    pub(super) self_: Spanned<String>,
 }

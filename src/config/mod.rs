@@ -58,6 +58,20 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[rate_limit]]`.
     pub rate_limits: Vec<RateLimitConfig>,
+    /// `[cluster]`: consistent-hash peering, when configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: every node lists the same peers (itself included); a miss
+/// for a key another live peer owns on the hash ring is fetched from that
+/// peer instead of the origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Every node, as backends named `peer:<address as written>` (the ring
+    /// is built from the names, so every node must spell them alike).
+    pub peers: Vec<BackendConfig>,
+    /// Which of `peers` is this node.
+    pub self_index: usize,
 }
 
 /// `[server]`.
@@ -465,6 +479,10 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
     let admin = build_admin(&raw, loc)?;
     let log = build_log(&raw, loc)?;
     let rate_limits = build_rate_limits(&raw, loc)?;
+    let cluster = match &raw.cluster {
+        None => None,
+        Some(c) => Some(build_cluster(c, loc)?),
+    };
     Ok(Config {
         file: path.to_path_buf(),
         server,
@@ -476,7 +494,42 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
         admin,
         log,
         rate_limits,
+        cluster,
     })
+}
+
+fn build_cluster(raw: &file::RawCluster, loc: &Locator<'_>) -> Result<ClusterConfig, ConfigError> {
+    if raw.peers.get_ref().is_empty() {
+        return Err(loc.error(
+            span(&raw.peers),
+            "expected at least one peer \"host:port\" (this node included)",
+        ));
+    }
+    let mut peers: Vec<BackendConfig> = Vec::new();
+    for peer in raw.peers.get_ref() {
+        let text = peer.get_ref().trim();
+        let addr = resolve(text).map_err(|m| loc.error(span(peer), m))?[0];
+        let name = format!("peer:{text}");
+        if peers.iter().any(|p| p.name == name) {
+            return Err(loc.error(
+                span(peer),
+                format!("expected each peer once, \"{text}\" is listed twice"),
+            ));
+        }
+        let mut backend = BackendConfig::with_defaults(&name, addr);
+        backend.address = text.to_string();
+        backend.connect_timeout = defaults::PEER_CONNECT_TIMEOUT;
+        backend.consecutive_failures = defaults::PEER_CONSECUTIVE_FAILURES;
+        peers.push(backend);
+    }
+    let me = raw.self_.get_ref().trim();
+    let self_index = peers.iter().position(|p| p.address == me).ok_or_else(|| {
+        loc.error(
+            span(&raw.self_),
+            format!("expected one of the peers, spelled the same, found \"{me}\""),
+        )
+    })?;
+    Ok(ClusterConfig { peers, self_index })
 }
 
 fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
@@ -1627,6 +1680,28 @@ mod tests {
             ("edge:", Duration::from_millis(20), 256 * 1024)
         );
         assert!(parse(TWO).expect("valid").cache.l2.is_none());
+    }
+
+    #[test]
+    fn cluster_peers_and_self() {
+        let c = parse(&format!(
+            "[cluster]\npeers = [\"127.0.0.1:6081\", \"127.0.0.1:6082\"]\nself = \"127.0.0.1:6082\"\n{TWO}"
+        ))
+        .expect("valid");
+        let cluster = c.cluster.expect("cluster on");
+        assert_eq!(cluster.self_index, 1);
+        assert_eq!(cluster.peers[0].name, "peer:127.0.0.1:6081");
+        let err = parse(&format!(
+            "[cluster]\npeers = [\"127.0.0.1:6081\"]\nself = \"127.0.0.1:9\"\n{TWO}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.line(), err.key()),
+            (Some(3), Some("cluster.self")),
+            "{err}"
+        );
+        let err = parse(&format!("[cluster]\npeers = []\nself = \"x\"\n{TWO}")).unwrap_err();
+        assert_eq!(err.key(), Some("cluster.peers"), "{err}");
     }
 
     #[test]

@@ -374,7 +374,19 @@ impl Proxy {
             _ => false,
         };
 
-        let pool = &self.backends.pools[exchange.pool];
+        // `[cluster]`: a key another live peer owns is fetched from it.
+        let via_peer = guard.is_some()
+            && method == Method::GET
+            && self.owned_elsewhere(exchange, &client_headers);
+        let pool = match (&self.backends.peers, via_peer) {
+            (Some(peers), true) => {
+                backend_parts
+                    .headers
+                    .insert(headers::X_SHELLAC_PEER, HeaderValue::from_static("1"));
+                &peers.others
+            }
+            _ => &self.backends.pools[exchange.pool],
+        };
         let request_time = SystemTime::now();
         let route = &self.config.routes[exchange.route];
         let retry = &self.config.retry;
@@ -570,6 +582,20 @@ impl Proxy {
         };
         self.finish_headers(&mut head.headers, version, x_cache, &cache_status);
         Response::from_parts(head, body)
+    }
+
+    /// Whether `[cluster]` peering sends this miss to another peer: the
+    /// key's owner on the ring is live and not this node, and the request
+    /// did not come from a peer already.
+    fn owned_elsewhere(&self, exchange: &Exchange, client_headers: &HeaderMap) -> bool {
+        let Some(peers) = &self.backends.peers else {
+            return false;
+        };
+        !client_headers.contains_key(headers::X_SHELLAC_PEER)
+            && peers
+                .ring
+                .pick(exchange.key.as_str(), &[])
+                .is_some_and(|(owner, _)| owner != peers.me)
     }
 
     /// `[[route]] ttl` and `grace` replace what the response said.
