@@ -518,3 +518,23 @@ async fn peering_fetches_each_key_from_the_origin_once() {
         assert_eq!(got.map(|g| g.status.as_u16()), Ok(200), "request {i}");
     }
 }
+
+/// A peer that never answers: its keys come from the origin, no errors.
+#[tokio::test]
+async fn peering_with_a_dead_peer_falls_back_to_the_origin() {
+    let origin = counting_origin().await;
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (live, dead) = (free(), free());
+    let node = ShellacProcess::spawn(&format!(
+        "[server]\nlisten = \"127.0.0.1:{live}\"\n[cluster]\npeers = [\"127.0.0.1:{live}\", \"127.0.0.1:{dead}\"]\nself = \"127.0.0.1:{live}\"\n[[backend]]\nname = \"origin\"\naddress = \"{}\"\n",
+        origin.addr
+    ));
+    for i in 0..20 {
+        let got = try_send(node.addr, "GET", &format!("/d/{i}"), &[]).await;
+        assert_eq!(got.map(|g| g.status.as_u16()), Ok(200), "request {i}");
+    }
+    assert_eq!(origin.requests(), 20);
+}

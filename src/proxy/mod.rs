@@ -391,7 +391,17 @@ impl Proxy {
         let route = &self.config.routes[exchange.route];
         let retry = &self.config.retry;
         let key = exchange.key.as_str();
-        let response = match fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await {
+        let fallback = via_peer.then(|| backend_parts.clone());
+        let mut fetched = fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await;
+        let peer_error = fetched.as_ref().err().map(ToString::to_string);
+        if let (Some(error), Some(mut parts)) = (peer_error, fallback) {
+            // No peer answered: the origin, as without peering.
+            tracing::info!(xid = ctx.xid, %error, "peer fetch failed: fetching from the origin");
+            parts.headers.remove(headers::X_SHELLAC_PEER);
+            let origin = &self.backends.pools[exchange.pool];
+            fetched = fetch::fetch(origin, route, retry, key, parts, Body::Empty, ctx).await;
+        }
+        let response = match fetched {
             Ok(response) => response,
             Err(error) => {
                 return self.fetch_failed(ctx, pool, error, &client_headers, version, stale, guard)
