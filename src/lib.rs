@@ -6,7 +6,8 @@
 //! - [`server`]: listeners, one task per connection, idle timeout, drain.
 //! - [`proxy`]: the request pipeline, phase by phase; the only user of both cache and backends.
 //! - [`limits`]: request-head checks (400, 431, 501).
-//! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store.
+//! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store; the
+//!   Redis second tier and invalidation fan-out (`cache::l2`).
 //! - [`backend`]: pooled clients with their timeouts and limits; health
 //!   probes, passive ejection, queueing; pools and their directors.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.

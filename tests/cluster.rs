@@ -390,6 +390,8 @@ async fn origin_requests_for_a_fixed_workload() {
         nodes.push(Shellac::start(&config(origin.addr, &l2)).await);
     }
     wait_clients(&redis, 6).await;
+    // Connected, then the ban list is read before the first lookup.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let three_l2 = run(&nodes, &origin, Some(&redis)).await;
     eprintln!(
         "FIGURE origin requests for {} requests ({URLS} URLs x 3): 1 node {one}, 3 nodes without L2 {three}, 3 nodes with L2 {three_l2}",
@@ -414,6 +416,7 @@ async fn coalescing_covers_the_l2_lookup() {
     let a = Shellac::start(&config(origin.addr, &l2)).await;
     let b = Shellac::start(&config(origin.addr, &l2)).await;
     wait_clients(&redis, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let burst = |addr: SocketAddr| async move {
         let tasks: Vec<_> = (0..10)
             .map(|_| tokio::spawn(async move { get(addr, "/c").await }))
