@@ -378,7 +378,7 @@ impl Proxy {
         let via_peer = guard.is_some()
             && method == Method::GET
             && self.owned_elsewhere(exchange, &client_headers);
-        let pool = match (&self.backends.peers, via_peer) {
+        let mut pool = match (&self.backends.peers, via_peer) {
             (Some(peers), true) => {
                 backend_parts
                     .headers
@@ -398,8 +398,8 @@ impl Proxy {
             // No peer answered: the origin, as without peering.
             tracing::info!(xid = ctx.xid, %error, "peer fetch failed: fetching from the origin");
             parts.headers.remove(headers::X_SHELLAC_PEER);
-            let origin = &self.backends.pools[exchange.pool];
-            fetched = fetch::fetch(origin, route, retry, key, parts, Body::Empty, ctx).await;
+            pool = &self.backends.pools[exchange.pool];
+            fetched = fetch::fetch(pool, route, retry, key, parts, Body::Empty, ctx).await;
         }
         let response = match fetched {
             Ok(response) => response,
