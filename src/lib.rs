@@ -6,7 +6,8 @@
 //! - [`server`]: listeners, one task per connection, idle timeout, drain.
 //! - [`proxy`]: the request pipeline, phase by phase; the only user of both cache and backends.
 //! - [`limits`]: request-head checks (400, 431, 501).
-//! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store.
+//! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store; the
+//!   Redis second tier and invalidation fan-out (`cache::l2`).
 //! - [`backend`]: pooled clients with their timeouts and limits; health
 //!   probes, passive ejection, queueing; pools and their directors.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
@@ -123,7 +124,21 @@ pub async fn run_with(
                 access_log::AccessLogger::off()
             });
     ops.set_maintenance_file(config.server.maintenance_file.clone());
-    let cache = Arc::new(cache::Cache::new(store));
+    let mut cache = cache::Cache::new(store);
+    // `[cache.l2]` is read once, at start: a reload does not change it.
+    if let Some(l2_config) = &config.cache.l2 {
+        let node_id = rand::random::<u64>();
+        tracing::info!(url = %l2_config.url, node_id, "second tier (L2) and fan-out enabled");
+        let l2 = cache::l2::L2::new(l2_config.clone(), node_id, ops.metrics.l2.clone());
+        cache = cache.with_l2(l2);
+    }
+    let cache = Arc::new(cache);
+    let l2_tasks = cache.l2().map(|l2| {
+        [
+            l2.connect_in_background(),
+            l2.subscribe_in_background(Arc::downgrade(&cache)),
+        ]
+    });
     let proxy = Proxy::build(Arc::new(config), cache, ops.clone(), access_log, None);
     let current: server::Current = Arc::new(ArcSwap::from_pointee(proxy));
     let (reload_tx, reload_rx) = watch::channel(());
@@ -146,6 +161,7 @@ pub async fn run_with(
     }
     #[cfg(unix)]
     tasks.push(tokio::spawn(reload_on_sighup(reloader.clone())));
+    tasks.extend(l2_tasks.into_iter().flatten());
 
     server::serve(listeners, current, reload_rx, shutdown).await;
     for task in tasks {

@@ -88,6 +88,8 @@ pub struct Metrics {
     bans_active: Gauge,
     /// Synthetic 503s, for the status page (the labelled family has the detail).
     synth_503: Counter,
+    /// The second tier (`[cache.l2]`) and invalidation fan-out.
+    pub l2: L2Metrics,
 }
 
 impl Default for Metrics {
@@ -149,6 +151,7 @@ impl Metrics {
             access_log_dropped: Counter::default(),
             bans_active: Gauge::default(),
             synth_503: Counter::default(),
+            l2: L2Metrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -231,6 +234,7 @@ impl Metrics {
             "Bans not yet applied to every object",
             metrics.bans_active.clone(),
         );
+        metrics.l2.register(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -356,4 +360,95 @@ pub struct BackendSnapshot {
     pub queued: usize,
     /// Pooled idle connections.
     pub idle_connections: usize,
+}
+
+/// `kind` label of L2 errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L2ErrorLabel {
+    /// `timeout`, `connection`, `decode` or `server`.
+    pub kind: &'static str,
+}
+
+/// The second tier's metric handles, cloned into `cache::l2`.
+#[derive(Clone, Default)]
+pub struct L2Metrics {
+    /// L1 misses answered by L2 with a usable object.
+    pub hits: Counter,
+    /// L1 misses L2 had nothing usable for.
+    pub misses: Counter,
+    /// L1 misses that did not ask L2 because its circuit breaker was open.
+    pub skipped: Counter,
+    /// Failed L2 operations, by kind.
+    pub errors: Family<L2ErrorLabel, Counter>,
+    /// Objects written to L2.
+    pub writes: Counter,
+    /// 1 while the circuit breaker skips L2.
+    pub breaker_open: Gauge,
+    /// 1 while the invalidation fan-out subscription is up.
+    pub subscribed: Gauge,
+    /// Invalidations (PURGE, bans, writes) this node published.
+    pub invalidations_sent: Counter,
+    /// Invalidations from other nodes applied here.
+    pub invalidations_received: Counter,
+}
+
+impl L2Metrics {
+    /// The error kinds, created up front so they export as 0.
+    pub const ERROR_KINDS: [&'static str; 4] = ["timeout", "connection", "decode", "server"];
+
+    /// Counts one error of `kind` (one of [`L2Metrics::ERROR_KINDS`]).
+    pub fn error(&self, kind: &'static str) {
+        self.errors.get_or_create(&L2ErrorLabel { kind }).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        for kind in Self::ERROR_KINDS {
+            let _ = self.errors.get_or_create(&L2ErrorLabel { kind });
+        }
+        registry.register(
+            "shellac_l2_hits",
+            "L1 misses answered from the shared second tier",
+            self.hits.clone(),
+        );
+        registry.register(
+            "shellac_l2_misses",
+            "L1 misses the second tier had nothing usable for",
+            self.misses.clone(),
+        );
+        registry.register(
+            "shellac_l2_skipped",
+            "L1 misses that skipped the second tier (circuit breaker open or not connected)",
+            self.skipped.clone(),
+        );
+        registry.register(
+            "shellac_l2_errors",
+            "Failed second-tier operations, by kind (timeout, connection, decode, server)",
+            self.errors.clone(),
+        );
+        registry.register(
+            "shellac_l2_writes",
+            "Objects written to the second tier",
+            self.writes.clone(),
+        );
+        registry.register(
+            "shellac_l2_breaker_open",
+            "1 while the second tier is skipped after an error",
+            self.breaker_open.clone(),
+        );
+        registry.register(
+            "shellac_l2_subscribed",
+            "1 while the invalidation fan-out subscription is up",
+            self.subscribed.clone(),
+        );
+        registry.register(
+            "shellac_invalidations_sent",
+            "Invalidations this node published to the others",
+            self.invalidations_sent.clone(),
+        );
+        registry.register(
+            "shellac_invalidations_received",
+            "Invalidations from other nodes applied here",
+            self.invalidations_received.clone(),
+        );
+    }
 }

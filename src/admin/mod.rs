@@ -381,7 +381,7 @@ impl Admin {
             }
         };
         tracing::info!(?matcher, "ban added");
-        let active = proxy.cache().bans.add(matcher);
+        let active = proxy.cache().ban(matcher);
         json_response(StatusCode::OK, json!({ "bans_active": active }))
     }
 }

@@ -427,6 +427,23 @@ pub struct Backends {
     pub backends: Vec<Arc<Backend>>,
     /// In configuration order; routes refer to them by index.
     pub pools: Vec<Pool>,
+    /// `[cluster]` peering, when configured.
+    pub peers: Option<Peers>,
+}
+
+/// The `[cluster]` peers as two `hash` pools over the same backends. The
+/// ring decides who owns a key; `others` (the ring without this node)
+/// fetches it: removing one member from a consistent-hash ring moves only
+/// that member's keys, so both agree on every key this node does not own,
+/// and a retry can never loop back to this node (which would wait on its
+/// own waiting list).
+pub struct Peers {
+    /// Every peer, this node included.
+    pub ring: Pool,
+    /// Every peer but this node.
+    pub others: Pool,
+    /// This node's index in `ring`.
+    pub me: usize,
 }
 
 impl Backends {
@@ -485,6 +502,42 @@ impl Backends {
                 }
             })
             .collect();
-        Backends { backends, pools }
+        // Peers get fresh state on reload: their health is only passive.
+        let peers = config.cluster.as_ref().map(|cluster| {
+            let members: Vec<Arc<Backend>> = cluster
+                .peers
+                .iter()
+                .map(|p| Arc::new(Backend::new(p.clone())))
+                .collect();
+            let pool = |name: &str, members: Vec<Arc<Backend>>| {
+                let weighted: Vec<(&str, u32)> = members
+                    .iter()
+                    .map(|b| (b.name().as_ref(), b.config().weight))
+                    .collect();
+                Pool {
+                    name: Arc::from(name),
+                    director: Director::new(crate::config::Policy::Hash, &weighted),
+                    members,
+                    budget: Budget::new(config.retry.budget_percent),
+                }
+            };
+            let me = cluster.self_index;
+            let others = members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != me)
+                .map(|(_, b)| b.clone())
+                .collect();
+            Peers {
+                ring: pool("peers", members),
+                others: pool("peers", others),
+                me,
+            }
+        });
+        Backends {
+            backends,
+            pools,
+            peers,
+        }
     }
 }

@@ -50,11 +50,16 @@ pub struct Ban {
 impl Ban {
     /// Whether the ban removes `object` stored under `key`.
     pub fn matches(&self, key: &CacheKey, object: &CachedObject) -> bool {
-        if object.stored_at >= self.at {
-            return false;
-        }
+        object.stored_at < self.at && self.matcher.matches(key, object)
+    }
+}
+
+impl BanMatcher {
+    /// Whether `object` stored under `key` matches, whenever it was stored
+    /// (the caller compares times: monotonic in L1, wall-clock for L2).
+    pub fn matches(&self, key: &CacheKey, object: &CachedObject) -> bool {
         let (host, target) = split_key(key.as_str());
-        match &self.matcher {
+        match self {
             BanMatcher::PathPrefix(prefix) => target.starts_with(prefix.as_str()),
             BanMatcher::PathRegex(regex) => regex.is_match(target),
             BanMatcher::Host(want) => host == want,

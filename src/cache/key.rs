@@ -44,6 +44,12 @@ impl CacheKey {
         CacheKey(Arc::from(text))
     }
 
+    /// A key from its text (as [`CacheKey::as_str`] gave it), for keys
+    /// received from other nodes.
+    pub fn from_text(text: &str) -> CacheKey {
+        CacheKey(Arc::from(text))
+    }
+
     /// The key as text, e.g. `http://example.com/a?b`.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -9,6 +9,7 @@
 pub mod ban;
 pub mod coalesce;
 pub mod key;
+pub mod l2;
 pub mod object;
 pub mod policy;
 pub mod store;
@@ -43,6 +44,8 @@ pub struct Cache {
     /// Bans not yet applied to the whole store.
     pub bans: BanList,
     generation: AtomicU64,
+    /// The shared second tier, when `[cache.l2]` is configured.
+    l2: Option<Arc<l2::L2>>,
 }
 
 impl Cache {
@@ -53,7 +56,19 @@ impl Cache {
             coalescer: Arc::default(),
             bans: BanList::default(),
             generation: AtomicU64::new(1),
+            l2: None,
         }
+    }
+
+    /// This cache with a second tier behind it.
+    pub fn with_l2(mut self, l2: Arc<l2::L2>) -> Cache {
+        self.l2 = Some(l2);
+        self
+    }
+
+    /// The second tier, if any.
+    pub fn l2(&self) -> Option<&Arc<l2::L2>> {
+        self.l2.as_ref()
     }
 
     /// The underlying store (for metrics).
@@ -104,8 +119,77 @@ impl Cache {
     }
 
     /// Stores `object` for the request whose headers are `request`; with
-    /// `Vary`, as one variant beside its siblings.
+    /// `Vary`, as one variant beside its siblings. With a second tier, the
+    /// object is also written there, in the background.
     pub fn insert(&self, key: &CacheKey, request: &HeaderMap, object: Arc<CachedObject>) {
+        self.insert_local(key, request, object.clone());
+        if let Some(l2) = &self.l2 {
+            // L2 keeps one variant per URL, with the request's Vary values
+            // so that a lookup never answers with another variant.
+            let names = vary_names(&object.headers);
+            l2.store(key, object, vary_values(&names, request));
+        }
+    }
+
+    /// The second tier's object for a request that missed L1: read within
+    /// `[cache.l2] timeout`, decoded, checked against `Vary` and bans, and
+    /// put into L1. `None` on a miss and on any error (counted).
+    pub async fn lookup_l2(
+        &self,
+        key: &CacheKey,
+        request: &HeaderMap,
+    ) -> Option<Arc<CachedObject>> {
+        let l2 = self.l2.as_ref()?;
+        let bytes = l2.get(key).await?;
+        let decoded = l2.decode(key, bytes)?;
+        let names = vary_names(&decoded.object.headers);
+        if vary_values(&names, request) != decoded.vary {
+            l2.metrics().misses.inc();
+            return None;
+        }
+        let now = std::time::Instant::now();
+        if decoded.object.age(now)
+            >= decoded.object.lifetimes.ttl + decoded.object.lifetimes.retention()
+        {
+            l2.metrics().misses.inc();
+            return None;
+        }
+        l2.metrics().hits.inc();
+        let object = Arc::new(decoded.object);
+        self.insert_local(key, request, object.clone());
+        Some(object)
+    }
+
+    /// Removes everything stored for `key` here, in L2 and on the other
+    /// nodes (PURGE; unsafe methods).
+    pub fn purge(&self, key: &CacheKey) {
+        self.invalidate(key);
+        if let Some(l2) = &self.l2 {
+            l2.delete(key);
+            l2.publish_purge(key);
+        }
+    }
+
+    /// Adds a ban here and on the other nodes; returns how many are active here.
+    pub fn ban(&self, matcher: BanMatcher) -> usize {
+        if let Some(l2) = &self.l2 {
+            l2.publish_ban(&matcher);
+        }
+        self.bans.add(matcher)
+    }
+
+    /// Removes every object from L1 (after the fan-out subscription was
+    /// lost); returns how many.
+    pub fn flush(&self) -> usize {
+        let mut removed = 0;
+        self.store.sweep(&mut |_, _| {
+            removed += 1;
+            true
+        });
+        removed
+    }
+
+    fn insert_local(&self, key: &CacheKey, request: &HeaderMap, object: Arc<CachedObject>) {
         let names = vary_names(&object.headers);
         if names.is_empty() {
             self.store.insert(key.clone(), Entry::Object(object));

@@ -172,3 +172,25 @@ pub const CLIENT_MAX_CONNECTIONS: usize = 0;
 /// `[server] max_request_body` (nginx `client_max_body_size`, here 100 MiB):
 /// the largest request body forwarded; larger ones get 413.
 pub const MAX_REQUEST_BODY: u64 = 100 * 1024 * 1024;
+
+/// `[cache.l2] prefix`: put before every Redis key and the fan-out channel
+/// name, so several Shellac clusters (or other programs) can share a Redis.
+pub const L2_PREFIX: &str = "shellac:";
+/// `[cache.l2] timeout`: the longest an L2 lookup may delay a miss before
+/// Shellac gives up on it and fetches from the backend.
+pub const L2_TIMEOUT: Duration = Duration::from_millis(50);
+/// `[cache.l2] max_object_size`: larger objects stay in this node's memory
+/// only (each L2 read of them would cost the network more than it saves).
+pub const L2_MAX_OBJECT_SIZE: u64 = 1024 * 1024;
+/// After an L2 error or timeout, L2 is skipped this long; then one trial
+/// request decides whether it is used again (the circuit breaker).
+pub const L2_BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// The longest pause between two attempts to (re)connect the fan-out
+/// subscription; the pause doubles from 100 ms up to this.
+pub const L2_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// `[cluster]`: connecting to a peer must succeed within this, or the
+/// request goes to the next peer on the ring (peers are on one network).
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// `[cluster]`: a peer is ejected after this many failed fetches in a row
+/// (its keys move to the next peer on the ring until it answers again).
+pub const PEER_CONSECUTIVE_FAILURES: u32 = 2;

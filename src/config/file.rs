@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) rate_limit: Vec<RawRateLimit>,
+    pub(super) cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +95,8 @@ pub(super) struct RawCache {
     pub(super) strip_targeted: Option<bool>,
     pub(super) purge_allow: Option<Vec<Spanned<String>>>,
     pub(super) tag_header: Option<Spanned<String>>,
+    /// `[cache.l2]`: the shared second tier on Redis/Valkey.
+    pub(super) l2: Option<RawL2>,
 }
 
 /// The settings `[defaults]` sets for every backend and each `[[backend]]`
@@ -202,4 +205,23 @@ pub(super) struct RawRetry {
     pub(super) backoff_max: Option<Spanned<ConfigDuration>>,
     pub(super) budget_percent: Option<Spanned<i64>>,
     pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[cache.l2]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawL2 {
+    pub(super) url: Spanned<String>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<ConfigDuration>>,
+    pub(super) max_object_size: Option<Spanned<ByteSize>>,
+}
+
+/// `[cluster]`: consistent-hash peering.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) peers: Spanned<Vec<Spanned<String>>>,
+    #[serde(rename = "self")]
+    pub(super) self_: Spanned<String>,
 }

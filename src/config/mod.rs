@@ -58,6 +58,20 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[rate_limit]]`.
     pub rate_limits: Vec<RateLimitConfig>,
+    /// `[cluster]`: consistent-hash peering, when configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: every node lists the same peers (itself included); a miss
+/// for a key another live peer owns on the hash ring is fetched from that
+/// peer instead of the origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Every node, as backends named `peer:<address as written>` (the ring
+    /// is built from the names, so every node must spell them alike).
+    pub peers: Vec<BackendConfig>,
+    /// Which of `peers` is this node.
+    pub self_index: usize,
 }
 
 /// `[server]`.
@@ -122,6 +136,33 @@ pub struct CacheConfig {
     pub purge_allow: Vec<IpNet>,
     /// The response header whose space-separated values tag an object for bans.
     pub tag_header: HeaderName,
+    /// `[cache.l2]`: the shared second tier, when configured.
+    pub l2: Option<L2Config>,
+}
+
+/// Where the second tier lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum L2Endpoint {
+    /// One Redis/Valkey server (`redis://host:port[/db]`).
+    Standalone(String),
+    /// A Redis Cluster, by its seed nodes (each `redis://host:port`).
+    Cluster(Vec<String>),
+}
+
+/// `[cache.l2]`: a Redis/Valkey shared by every node as a second cache tier
+/// and as the channel for invalidation fan-out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Config {
+    /// `url` as written (for logs).
+    pub url: String,
+    /// `url` resolved into a server or cluster seeds.
+    pub endpoint: L2Endpoint,
+    /// Put before every key and the channel name (default `"shellac:"`).
+    pub prefix: String,
+    /// The longest an L2 lookup may take (default 50 ms).
+    pub timeout: Duration,
+    /// Larger objects are not written to L2 (default 1 MiB).
+    pub max_object_size: u64,
 }
 
 /// `[admin]`: the admin listener, off when `listen` is absent.
@@ -444,6 +485,10 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
     let admin = build_admin(&raw, loc)?;
     let log = build_log(&raw, loc)?;
     let rate_limits = build_rate_limits(&raw, loc)?;
+    let cluster = match &raw.cluster {
+        None => None,
+        Some(c) => Some(build_cluster(c, loc)?),
+    };
     Ok(Config {
         file: path.to_path_buf(),
         server,
@@ -455,7 +500,42 @@ fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, Confi
         admin,
         log,
         rate_limits,
+        cluster,
     })
+}
+
+fn build_cluster(raw: &file::RawCluster, loc: &Locator<'_>) -> Result<ClusterConfig, ConfigError> {
+    if raw.peers.get_ref().is_empty() {
+        return Err(loc.error(
+            span(&raw.peers),
+            "expected at least one peer \"host:port\" (this node included)",
+        ));
+    }
+    let mut peers: Vec<BackendConfig> = Vec::new();
+    for peer in raw.peers.get_ref() {
+        let text = peer.get_ref().trim();
+        let addr = resolve(text).map_err(|m| loc.error(span(peer), m))?[0];
+        let name = format!("peer:{text}");
+        if peers.iter().any(|p| p.name == name) {
+            return Err(loc.error(
+                span(peer),
+                format!("expected each peer once, \"{text}\" is listed twice"),
+            ));
+        }
+        let mut backend = BackendConfig::with_defaults(&name, addr);
+        backend.address = text.to_string();
+        backend.connect_timeout = defaults::PEER_CONNECT_TIMEOUT;
+        backend.consecutive_failures = defaults::PEER_CONSECUTIVE_FAILURES;
+        peers.push(backend);
+    }
+    let me = raw.self_.get_ref().trim();
+    let self_index = peers.iter().position(|p| p.address == me).ok_or_else(|| {
+        loc.error(
+            span(&raw.self_),
+            format!("expected one of the peers, spelled the same, found \"{me}\""),
+        )
+    })?;
+    Ok(ClusterConfig { peers, self_index })
 }
 
 fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
@@ -722,6 +802,75 @@ fn build_cache(raw: &RawConfig, loc: &Locator<'_>) -> Result<CacheConfig, Config
                 })?
             }
         },
+        l2: match &c.l2 {
+            None => None,
+            Some(raw) => Some(build_l2(raw, loc)?),
+        },
+    })
+}
+
+/// `[cache.l2]`: the URL's scheme picks standalone or cluster; TLS
+/// (`rediss://`) is not built in.
+fn build_l2(raw: &file::RawL2, loc: &Locator<'_>) -> Result<L2Config, ConfigError> {
+    let text = raw.url.get_ref().trim();
+    let expected = "expected \"redis://host:port\" or \"redis+cluster://host:port,host:port\"";
+    let check = |url: &str| -> Result<(), ConfigError> {
+        match redis::Client::open(url) {
+            Ok(_) if url.starts_with("redis://") => Ok(()),
+            _ => Err(loc.error(span(&raw.url), format!("{expected}, found \"{text}\""))),
+        }
+    };
+    let endpoint = if let Some(seeds) = text.strip_prefix("redis+cluster://") {
+        let seeds: Vec<String> = seeds
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("redis://{s}"))
+            .collect();
+        if seeds.is_empty() {
+            return Err(loc.error(
+                span(&raw.url),
+                format!("{expected}: a cluster URL needs at least one seed node"),
+            ));
+        }
+        for seed in &seeds {
+            check(seed)?;
+        }
+        L2Endpoint::Cluster(seeds)
+    } else if text.starts_with("rediss://") {
+        return Err(loc.error(
+            span(&raw.url),
+            format!("{expected}: TLS (rediss://) is not supported; use a local TLS tunnel"),
+        ));
+    } else {
+        check(text)?;
+        L2Endpoint::Standalone(text.to_string())
+    };
+    let prefix = match &raw.prefix {
+        None => defaults::L2_PREFIX.to_string(),
+        Some(p)
+            if p.get_ref().is_empty()
+                || p.get_ref()
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            return Err(loc.error(
+                span(p),
+                format!(
+                    "expected a non-empty prefix without spaces or control characters, found {:?}",
+                    p.get_ref()
+                ),
+            ))
+        }
+        Some(p) => p.get_ref().clone(),
+    };
+    Ok(L2Config {
+        url: text.to_string(),
+        endpoint,
+        prefix,
+        timeout: positive_duration(&raw.timeout, defaults::L2_TIMEOUT, loc)?,
+        max_object_size: positive_size(&raw.max_object_size, defaults::L2_MAX_OBJECT_SIZE, loc)?
+            as u64,
     })
 }
 
@@ -1540,5 +1689,105 @@ mod tests {
         assert_eq!(err.key(), Some("server.synthetic_template"), "{err}");
         assert_eq!(err.line(), Some(2), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn l2_defaults_and_cluster_seeds() {
+        let c = parse(&format!(
+            "[cache.l2]\nurl = \"redis://127.0.0.1:6379\"\n{TWO}"
+        ))
+        .expect("valid");
+        let l2 = c.cache.l2.expect("l2 on");
+        assert_eq!(
+            l2.endpoint,
+            L2Endpoint::Standalone("redis://127.0.0.1:6379".into())
+        );
+        assert_eq!(l2.prefix, "shellac:");
+        assert_eq!(l2.timeout, Duration::from_millis(50));
+        assert_eq!(l2.max_object_size, 1024 * 1024);
+        let c = parse(&format!(
+            "[cache.l2]\nurl = \"redis+cluster://10.0.0.1:7000, 10.0.0.2:7000\"\nprefix = \"edge:\"\ntimeout = \"20ms\"\nmax_object_size = \"256KiB\"\n{TWO}"
+        ))
+        .expect("valid");
+        let l2 = c.cache.l2.expect("l2 on");
+        assert_eq!(
+            l2.endpoint,
+            L2Endpoint::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ])
+        );
+        assert_eq!(
+            (l2.prefix.as_str(), l2.timeout, l2.max_object_size),
+            ("edge:", Duration::from_millis(20), 256 * 1024)
+        );
+        assert!(parse(TWO).expect("valid").cache.l2.is_none());
+    }
+
+    #[test]
+    fn cluster_peers_and_self() {
+        let c = parse(&format!(
+            "[cluster]\npeers = [\"127.0.0.1:6081\", \"127.0.0.1:6082\"]\nself = \"127.0.0.1:6082\"\n{TWO}"
+        ))
+        .expect("valid");
+        let cluster = c.cluster.expect("cluster on");
+        assert_eq!(cluster.self_index, 1);
+        assert_eq!(cluster.peers[0].name, "peer:127.0.0.1:6081");
+        let err = parse(&format!(
+            "[cluster]\npeers = [\"127.0.0.1:6081\"]\nself = \"127.0.0.1:9\"\n{TWO}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.line(), err.key()),
+            (Some(3), Some("cluster.self")),
+            "{err}"
+        );
+        let err = parse(&format!("[cluster]\npeers = []\nself = \"x\"\n{TWO}")).unwrap_err();
+        assert_eq!(err.key(), Some("cluster.peers"), "{err}");
+    }
+
+    #[test]
+    fn l2_errors_name_line_and_key() {
+        let err = parse(&format!("[cache.l2]\nurl = \"http://x:1\"\n{TWO}")).unwrap_err();
+        assert_eq!(
+            (err.line(), err.key()),
+            (Some(2), Some("cache.l2.url")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("redis+cluster://"), "{err}");
+        let err = parse(&format!("[cache.l2]\nurl = \"rediss://x:1\"\n{TWO}")).unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        let err = parse(&format!("[cache.l2]\nurl = \"redis+cluster://\"\n{TWO}")).unwrap_err();
+        assert_eq!(err.key(), Some("cache.l2.url"), "{err}");
+        let err = parse(&format!(
+            "[cache.l2]\nurl = \"redis://x:1\"\ntimeout = \"0s\"\n{TWO}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.line(), err.key()),
+            (Some(3), Some("cache.l2.timeout")),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "[cache.l2]\nurl = \"redis://x:1\"\nprefix = \"a b\"\n{TWO}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("cache.l2.prefix"), "{err}");
+        let err = parse(&format!(
+            "[cache.l2]\nurl = \"redis://x:1\"\nmax_object_size = 0\n{TWO}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("cache.l2.max_object_size"), "{err}");
+        let err = parse(&format!(
+            "[cache.l2]\nurl = \"redis://x:1\"\nttl = \"1s\"\n{TWO}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.line(), err.key()),
+            (Some(3), Some("cache.l2.ttl")),
+            "{err}"
+        );
+        let err = parse(&format!("[cache.l2]\nprefix = \"a:\"\n{TWO}")).unwrap_err();
+        assert!(err.to_string().contains("url"), "{err}");
     }
 }

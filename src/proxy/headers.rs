@@ -25,6 +25,9 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// `X-Shellac-Retries`: how many times the fetch was retried (when not zero).
 pub const X_SHELLAC_RETRIES: HeaderName = HeaderName::from_static("x-shellac-retries");
+/// On a request from one `[cluster]` peer to another: the receiver is the
+/// key's owner and fetches from the origin itself (no second hop).
+pub const X_SHELLAC_PEER: HeaderName = HeaderName::from_static("x-shellac-peer");
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

@@ -330,6 +330,22 @@ impl Proxy {
             }
             match self.cache.coalescer.join(&exchange.key) {
                 Role::Writer(guard) => {
+                    // The writer asks the shared second tier before the backend.
+                    let mut stale = stale;
+                    if let Some(object) = self.cache.lookup_l2(&exchange.key, &parts.headers).await
+                    {
+                        let now = Instant::now();
+                        let usable =
+                            policy::usability(&object.lifetimes, object.age(now), &exchange.cc);
+                        if usable == Usability::Fresh {
+                            guard.release(Flight::Stored);
+                            ctx.outcome = Outcome::Hit;
+                            let status =
+                                format!("shellac; hit; ttl={}; detail=l2", ttl_left(&object, now));
+                            return self.deliver(&parts, &object, now, "HIT", &status);
+                        }
+                        stale = stale.or(Some(object));
+                    }
                     return self
                         .fetch(ctx, &exchange, parts, body, stale, Some(guard))
                         .await;
@@ -391,12 +407,34 @@ impl Proxy {
             _ => false,
         };
 
-        let pool = &self.backends.pools[exchange.pool];
+        // `[cluster]`: a key another live peer owns is fetched from it.
+        let via_peer = guard.is_some()
+            && method == Method::GET
+            && self.owned_elsewhere(exchange, &client_headers);
+        let mut pool = match (&self.backends.peers, via_peer) {
+            (Some(peers), true) => {
+                backend_parts
+                    .headers
+                    .insert(headers::X_SHELLAC_PEER, HeaderValue::from_static("1"));
+                &peers.others
+            }
+            _ => &self.backends.pools[exchange.pool],
+        };
         let request_time = SystemTime::now();
         let route = &self.config.routes[exchange.route];
         let retry = &self.config.retry;
         let key = exchange.key.as_str();
-        let response = match fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await {
+        let fallback = via_peer.then(|| backend_parts.clone());
+        let mut fetched = fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await;
+        let peer_error = fetched.as_ref().err().map(ToString::to_string);
+        if let (Some(error), Some(mut parts)) = (peer_error, fallback) {
+            // No peer answered: the origin, as without peering.
+            tracing::info!(xid = ctx.xid, %error, "peer fetch failed: fetching from the origin");
+            parts.headers.remove(headers::X_SHELLAC_PEER);
+            pool = &self.backends.pools[exchange.pool];
+            fetched = fetch::fetch(pool, route, retry, key, parts, Body::Empty, ctx).await;
+        }
+        let response = match fetched {
             Ok(response) => response,
             Err(error) => {
                 if let Some(fault) = exchange.body_state.fault() {
@@ -602,6 +640,20 @@ impl Proxy {
         Response::from_parts(head, body)
     }
 
+    /// Whether `[cluster]` peering sends this miss to another peer: the
+    /// key's owner on the ring is live and not this node, and the request
+    /// did not come from a peer already.
+    fn owned_elsewhere(&self, exchange: &Exchange, client_headers: &HeaderMap) -> bool {
+        let Some(peers) = &self.backends.peers else {
+            return false;
+        };
+        !client_headers.contains_key(headers::X_SHELLAC_PEER)
+            && peers
+                .ring
+                .pick(exchange.key.as_str(), &[])
+                .is_some_and(|(owner, _)| owner != peers.me)
+    }
+
     /// `[[route]] ttl` and `grace` replace what the response said.
     fn route_overrides(
         &self,
@@ -745,7 +797,7 @@ impl Proxy {
                 Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"),
             );
         }
-        self.cache.invalidate(key);
+        self.cache.purge(key);
         ctx.outcome = Outcome::Synth;
         ctx.error = Some("purge");
         tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
@@ -807,7 +859,7 @@ impl Proxy {
     /// RFC 9111 §4.4: the target URI, and `Location` / `Content-Location`
     /// when they point at the same host.
     fn invalidate_after_write(&self, key: &CacheKey, host: Option<&str>, response: &HeaderMap) {
-        self.cache.invalidate(key);
+        self.cache.purge(key);
         let host = key_host(host);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
@@ -821,7 +873,7 @@ impl Proxy {
                 .is_none_or(|a| key_host(Some(a.as_str())) == host);
             if let (true, Some(target)) = (same_host, uri.path_and_query()) {
                 self.cache
-                    .invalidate(&CacheKey::new("http", &host, target.as_str()));
+                    .purge(&CacheKey::new("http", &host, target.as_str()));
             }
         }
     }

@@ -150,6 +150,28 @@ impl ShellacProcess {
         false
     }
 
+    /// The admin listener's address, from its "admin listening" log line
+    /// (the config should set `[admin] listen = "127.0.0.1:0"`).
+    pub async fn admin_addr(&self) -> Option<SocketAddr> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let found = self
+                .log()
+                .lines()
+                .filter(|l| l.contains("admin listening"))
+                .find_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                });
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
