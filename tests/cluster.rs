@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::{config, get, send, send_body, try_send, Origin, Reply, Shellac, ShellacProcess};
 
 /// An origin whose cacheable answers say how many requests it has had.
@@ -540,4 +540,113 @@ async fn peering_with_a_dead_peer_falls_back_to_the_origin() {
         assert_eq!(got.map(|g| g.status.as_u16()), Ok(200), "request {i}");
     }
     assert_eq!(origin.requests(), 20);
+}
+
+/// `redis+cluster://` against a real 3-master Redis Cluster: objects a node
+/// stores land on several masters (by hash slot) and are hits for the other
+/// node; a PURGE reaches the other node through pub/sub (the nodes subscribe
+/// on the first seed, while PUBLISH goes to the master of the channel's
+/// slot, 13265 for `shellac:invalidate`, i.e. the third master: the cluster
+/// bus carries it across).
+#[tokio::test]
+async fn redis_cluster_shares_objects_and_purges_between_nodes() {
+    let Some(cluster) =
+        RedisCluster::start("redis_cluster_shares_objects_and_purges_between_nodes")
+    else {
+        return;
+    };
+    let origin = counting_origin().await;
+    let toml = config(
+        origin.addr,
+        &format!(
+            "[cache]\npurge_allow = [\"127.0.0.1\"]\n[cache.l2]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            cluster.url()
+        ),
+    );
+    let nodes: Vec<ShellacProcess> = (0..2).map(|_| ShellacProcess::spawn(&toml)).collect();
+    for node in &nodes {
+        for line in ["L2 connected", "fan-out subscribed"] {
+            assert!(
+                node.wait_for_log(line, Duration::from_secs(10)).await,
+                "{line}: {}",
+                node.log()
+            );
+        }
+    }
+
+    // Slots 14511, 10382, 6381, 2252, 14379, 10250: every master holds some.
+    let paths: Vec<String> = (0..6).map(|i| format!("/spread/{i}")).collect();
+    let mut conn = cluster.connection().await;
+    let mut first = Vec::new();
+    for path in &paths {
+        let got = get(nodes[0].addr, path).await;
+        assert_eq!(
+            (got.status.as_u16(), got.header("x-cache")),
+            (200, Some("MISS")),
+            "{path}"
+        );
+        first.push(got.text());
+        let key = format!("shellac:http://test.example{path}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("EXISTS on the cluster");
+            if exists == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{key} never reached the cluster");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for &port in &cluster.ports {
+        let keys: i64 = redis::cmd("DBSIZE")
+            .query_async(&mut cluster.node_connection(port).await)
+            .await
+            .expect("DBSIZE");
+        assert!(keys >= 1, "the master on port {port} holds no object");
+    }
+    for (path, body) in paths.iter().zip(&first) {
+        let got = get(nodes[1].addr, path).await;
+        assert!(is_l2_hit(&got), "{path}: {:?}", got.headers);
+        assert_eq!(&got.text(), body, "{path}");
+    }
+    assert_eq!(
+        origin.requests(),
+        paths.len(),
+        "each key from the origin once"
+    );
+
+    // PURGE on node 2: the key leaves the cluster, and node 1's L1 copy
+    // goes too (fan-out), so node 1 fetches it again.
+    let purged = send(nodes[1].addr, "PURGE", &paths[3], &[]).await;
+    assert_eq!(purged.status.as_u16(), 200);
+    let key = format!("shellac:http://test.example{}", paths[3]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS on the cluster");
+        if exists == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "PURGE did not delete {key}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = until_changed(nodes[0].addr, &paths[3], &first[3]).await;
+    assert_ne!(again, first[3], "node 1 kept its purged copy");
+    let admin = nodes[0].admin_addr().await.expect("admin of node 1");
+    let metrics = get(admin, "/metrics").await.text();
+    assert_eq!(
+        sample(&metrics, "shellac_invalidations_received_total"),
+        1.0,
+        "{metrics}"
+    );
+    // The other keys are still node 1's hits.
+    assert_eq!(get(nodes[0].addr, &paths[0]).await.text(), first[0]);
+    assert_eq!(origin.requests(), paths.len() + 1);
 }
