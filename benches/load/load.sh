@@ -119,7 +119,10 @@ if [ -n "$DOC" ]; then
 import sys
 doc, rep = sys.argv[1], open(sys.argv[2]).read().strip()
 begin, end = "<!-- load-report:begin (written by benches/load/load.sh) -->", "<!-- load-report:end -->"
-text = open(doc).read()
+try:
+    text = open(doc).read()
+except FileNotFoundError:
+    text = ""
 if begin in text and end in text:
     head, rest = text.split(begin, 1)
     text = head + begin + "\n" + rep + "\n" + end + rest.split(end, 1)[1]
