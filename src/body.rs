@@ -4,9 +4,9 @@
 //! - [`TimedBody`] enforces `between_bytes_timeout` while the body streams, so
 //!   a backend that stalls mid-body fails the transfer instead of hanging it;
 //! - [`CaptureBody`] copies a cacheable response into the cache *while* it
-//!   streams to the first client (zero-copy: it keeps the `Bytes` pieces) and
-//!   stores it only when the body ended cleanly, so nothing truncated is ever
-//!   cached.
+//!   streams to the first client (it keeps the `Bytes` pieces, then joins
+//!   them into one exact-size allocation) and stores it only when the body
+//!   ended cleanly, so nothing truncated is ever cached.
 //!
 //! - [`LimitedBody`] counts a client's request body while it is forwarded
 //!   and fails it past `[server] max_request_body`, noting why in a shared
@@ -301,11 +301,12 @@ impl CaptureBody {
     }
 }
 
-/// Joins body pieces; a single piece is passed on without copying.
-fn concat(mut pieces: Vec<Bytes>, size: u64) -> Bytes {
-    if pieces.len() == 1 {
-        return pieces.pop().unwrap_or_default();
-    }
+/// Joins body pieces into one allocation of exactly `size` bytes, even when
+/// there is a single piece: a piece is a view into hyper's read buffer (8 KiB
+/// or more), and storing the view would keep that whole buffer alive for as
+/// long as the object lives (measured: 6.8 KiB of RSS per stored 1 KiB
+/// object). The copy is paid once per store, never per hit.
+fn concat(pieces: Vec<Bytes>, size: u64) -> Bytes {
     let mut joined = BytesMut::with_capacity(size as usize);
     for piece in pieces {
         joined.extend_from_slice(&piece);

@@ -288,7 +288,7 @@ impl Proxy {
                         }
                         Usability::Fresh => {
                             ctx.outcome = Outcome::Hit;
-                            let status = format!("shellac; hit; ttl={}", ttl_left(&object, now));
+                            let status = headers::hit_status(ttl_left(&object, now));
                             return self.deliver(&parts, &object, now, "HIT", &status);
                         }
                         Usability::StaleAccepted => {

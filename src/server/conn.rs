@@ -104,9 +104,14 @@ pub(super) async fn serve_connection(
         if req.version() < hyper::Version::HTTP_2 {
             req.extensions_mut().insert(raw);
         }
+        // Boxed: hyper keeps one slot per connection for the request future,
+        // sized for the largest future the service returns. `handle`'s state
+        // machine is several KiB; unboxed, every connection, even an idle
+        // one, keeps that much touched memory, and each request moves it in.
+        let handled = Box::pin(async move { proxy.handle(req, client).await });
         async move {
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            let response = proxy.handle(req, client).await;
+            let response = handled.await;
             activity.in_flight.fetch_sub(1, Ordering::Relaxed);
             activity.touch();
             Ok::<_, std::convert::Infallible>(response)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Start the benchmark servers from the configs in this folder.
+#   start.sh [origin] [slow] [varnish] [nginx] [shellac]   (no argument = all five)
+# origin  : nginx, 127.0.0.1:8080, pid /tmp/shellac-load/run/origin.pid
+# slow    : slow_origin.py, 127.0.0.1:8081 (1 s per /burst/* request, counts them), pid .../slow.pid
+# varnish : varnishd, 127.0.0.1:6081 (admin 127.0.0.1:6082), malloc 1G, pid /tmp/shellac-load/run/varnish.pid
+# nginx   : nginx proxy_cache, 127.0.0.1:6091 (and :6092 without cache lock), pid .../nginx-cache.pid
+# shellac : target/release/shellac --config shellac.toml, 127.0.0.1:7081 (admin :7082),
+#           pid .../shellac.pid; SHELLAC_BIN overrides the binary (e.g. an older build)
+# Servers start unpinned; run.sh sets CPU affinity at run time (PIN=split|none).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+SHELLAC_BIN=${SHELLAC_BIN:-$REPO/target/release/shellac}
+# idle_conns.py holds 10,000 client connections: the servers need the file descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+B=/tmp/shellac-load
+mkdir -p $B/www/obj $B/run $B/log $B/tmp $B/varnish
+chmod 755 $B $B/varnish
+
+make_objects() {
+  # deterministic content, generated once
+  local n size
+  for n in 1k:1024 16k:16384 128k:131072 1m:1048576; do
+    size=${n#*:}
+    f=$B/www/obj/${n%%:*}
+    if [ ! -f "$f" ] || [ "$(stat -c %s "$f")" != "$size" ]; then
+      head -c "$size" </dev/zero | tr '\0' 'x' >"$f"
+    fi
+  done
+  [ -f $B/www/slow ] || head -c 1024 </dev/zero | tr '\0' 's' >$B/www/slow
+}
+
+wait_port() { # url
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.1
+  done
+  echo "timeout waiting for $1" >&2; return 1
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_origin() {
+  make_objects
+  if alive $B/run/origin.pid; then echo "origin already running pid $(cat $B/run/origin.pid)"; return; fi
+  nginx -c "$HERE/origin/nginx.conf" -e $B/log/origin-error.log
+  wait_port http://127.0.0.1:8080/health
+  echo "origin  pid $(cat $B/run/origin.pid)  http://127.0.0.1:8080"
+}
+
+start_slow() {
+  if alive $B/run/slow.pid; then echo "slow    already running pid $(cat $B/run/slow.pid)"; return; fi
+  rm -f $B/run/slow.pid
+  nohup python3 "$HERE/slow_origin.py" --port 8081 --delay 1 --pidfile $B/run/slow.pid \
+    >$B/log/slow.log 2>&1 </dev/null &
+  wait_port http://127.0.0.1:8081/health
+  echo "slow    pid $(cat $B/run/slow.pid)  http://127.0.0.1:8081"
+}
+
+start_shellac() {
+  if alive $B/run/shellac.pid; then echo "shellac already running pid $(cat $B/run/shellac.pid)"; return; fi
+  [ -x "$SHELLAC_BIN" ] || { echo "no $SHELLAC_BIN: cargo build --release first" >&2; exit 1; }
+  nohup "$SHELLAC_BIN" --config "$HERE/shellac.toml" >$B/log/shellac.log 2>&1 </dev/null &
+  echo $! >$B/run/shellac.pid
+  wait_port http://127.0.0.1:7081/obj/1k
+  echo "shellac pid $(cat $B/run/shellac.pid)  http://127.0.0.1:7081  ($SHELLAC_BIN)"
+}
+
+start_varnish() {
+  if alive $B/run/varnish.pid; then echo "varnish already running pid $(cat $B/run/varnish.pid)"; return; fi
+  varnishd -n $B/varnish -a 127.0.0.1:6081 -T 127.0.0.1:6082 \
+           -f "$HERE/varnish/default.vcl" -s malloc,1G -P $B/run/varnish.pid
+  wait_port http://127.0.0.1:6081/health
+  echo "varnish pid $(cat $B/run/varnish.pid)  http://127.0.0.1:6081"
+}
+
+start_nginx() {
+  if alive $B/run/nginx-cache.pid; then echo "nginx-cache already running pid $(cat $B/run/nginx-cache.pid)"; return; fi
+  rm -rf /dev/shm/shellac-load-nginx-cache /dev/shm/shellac-load-nginx-cache-tmp
+  nginx -c "$HERE/nginx-cache/nginx.conf" -e $B/log/nginx-cache-error.log
+  wait_port http://127.0.0.1:6091/health
+  echo "nginx   pid $(cat $B/run/nginx-cache.pid)  http://127.0.0.1:6091"
+}
+
+[ $# -eq 0 ] && set -- origin slow varnish nginx shellac
+for s in "$@"; do
+  case $s in
+    origin) start_origin ;;
+    slow) start_slow ;;
+    shellac) start_shellac ;;
+    varnish) start_varnish ;;
+    nginx) start_nginx ;;
+    *) echo "unknown server $s" >&2; exit 2 ;;
+  esac
+done
