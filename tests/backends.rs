@@ -204,7 +204,8 @@ async fn least_busy_avoids_the_busy_backend() {
     let slow = Origin::start(move |_| {
         let held = held.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
+            // Bounded, so that a wrong pick cannot hang the test for ever.
+            let deadline = Instant::now() + Duration::from_secs(30);
             while !held.load(Ordering::SeqCst) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -225,7 +226,7 @@ async fn least_busy_avoids_the_busy_backend() {
     }
     // Both must really be in flight on the slow backend before the spray
     // (on a loaded machine 50 ms may not be enough to get them there).
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while slow.requests() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
