@@ -13,8 +13,8 @@ by the deadline.
     cargo build --release
     python3 tests/soak/soak.py --binary target/release/shellac --duration 600
 
-Purges and reloads are not exercised: this branch of Shellac has neither
-(they arrive with the admin listener).
+Workers also send PURGE for 2 % of requests, and Shellac is reloaded with
+SIGHUP every 30 s.
 """
 
 import argparse
