@@ -151,9 +151,12 @@ impl Admin {
         match (method, path.as_str()) {
             (Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", page::HTML),
             (Method::GET, "/status.json") => json_response(StatusCode::OK, self.status()),
+            // prometheus-client writes the OpenMetrics text format (`# EOF`,
+            // counter families named without `_total`); say so, so that
+            // Prometheus picks the matching parser.
             (Method::GET, "/metrics") => respond(
                 StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics(),
             ),
             (Method::GET, "/backends") => {
