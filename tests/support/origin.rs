@@ -98,62 +98,75 @@ impl Origin {
         F: Fn(Seen) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Reply> + Send + 'static,
     {
+        let handler = Arc::new(handler);
+        Origin::accepting(move |stream, recorder| {
+            let handler = handler.clone();
+            async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    let recorder = recorder.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let seen = Seen {
+                            method: parts.method.to_string(),
+                            target: parts
+                                .uri
+                                .path_and_query()
+                                .map_or("/".into(), |p| p.to_string()),
+                            headers: parts.headers,
+                            body,
+                        };
+                        recorder.record(seen.clone());
+                        let reply = handler(seen).await;
+                        if !reply.delay.is_zero() {
+                            tokio::time::sleep(reply.delay).await;
+                        }
+                        let mut response = Response::new(Full::new(reply.body));
+                        *response.status_mut() =
+                            StatusCode::from_u16(reply.status).expect("valid status");
+                        for (name, value) in reply.headers {
+                            response.headers_mut().append(
+                                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                                http::HeaderValue::from_str(&value).expect("value"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        })
+        .await
+    }
+
+    /// Binds `127.0.0.1:0` and serves every accepted connection with
+    /// `serve` (given the stream and the origin, to record into), each on
+    /// its own task.
+    async fn accepting<S, Fut>(serve: S) -> Origin
+    where
+        S: Fn(TcpStream, Origin) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let origin = Origin {
             addr: listener.local_addr().expect("origin addr"),
             count: Arc::default(),
             seen: Arc::default(),
         };
-        let handler = Arc::new(handler);
         let recorder = origin.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let handler = handler.clone();
-                let recorder = recorder.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        let recorder = recorder.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let seen = Seen {
-                                method: parts.method.to_string(),
-                                target: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map_or("/".into(), |p| p.to_string()),
-                                headers: parts.headers,
-                                body,
-                            };
-                            recorder.record(seen.clone());
-                            let reply = handler(seen).await;
-                            if !reply.delay.is_zero() {
-                                tokio::time::sleep(reply.delay).await;
-                            }
-                            let mut response = Response::new(Full::new(reply.body));
-                            *response.status_mut() =
-                                StatusCode::from_u16(reply.status).expect("valid status");
-                            for (name, value) in reply.headers {
-                                response.headers_mut().append(
-                                    http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-                                    http::HeaderValue::from_str(&value).expect("value"),
-                                );
-                            }
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve(stream, recorder.clone()));
             }
         });
         origin
