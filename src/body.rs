@@ -28,6 +28,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::backend::Checkin;
+
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -134,25 +136,40 @@ impl From<Incoming> for Body {
 // === impl TimedBody ===
 
 /// A backend body that fails with [`BodyError::BetweenBytesTimeout`] when no
-/// frame arrives within the backend's `between_bytes_timeout`.
+/// frame arrives within the backend's `between_bytes_timeout`, and that
+/// hands its connection back to the pool once it has been read to the end.
 pub struct TimedBody {
     inner: Incoming,
     backend: Arc<str>,
     timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// When the last frame (or the head) arrived: the timeout counts from it.
+    last: Instant,
+    /// Armed only when a poll finds no frame ready. Most bodies of small
+    /// responses are already in hyper's channel when first polled, and then
+    /// no timer is ever registered.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// The connection, back to the pool when the body has ended cleanly.
+    checkin: Option<Checkin>,
     /// Released when the body is dropped: the backend's in-flight slot,
     /// which must last as long as the response streams.
     held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl TimedBody {
-    /// Wraps a backend body; the first deadline starts now.
-    pub fn new(inner: Incoming, backend: Arc<str>, timeout: Duration) -> TimedBody {
+    /// Wraps a backend body; the between-bytes timeout counts from now.
+    pub fn new(
+        inner: Incoming,
+        backend: Arc<str>,
+        timeout: Duration,
+        checkin: Checkin,
+    ) -> TimedBody {
         TimedBody {
             inner,
             backend,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            last: Instant::now(),
+            deadline: None,
+            checkin: Some(checkin),
             held: None,
         }
     }
@@ -170,27 +187,62 @@ impl TimedBody {
         http_body::Body::size_hint(&self.inner)
     }
 
+    /// The body ended cleanly: the connection can serve another request.
+    fn ended(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            checkin.body_ended();
+        }
+    }
+
     fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                self.deadline.as_mut().reset(Instant::now() + self.timeout);
+                self.last = Instant::now();
+                if self.is_end_stream() {
+                    self.ended();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(source))) => Poll::Ready(Some(Err(BodyError::Backend {
-                backend: self.backend.clone(),
-                source,
-            }))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(source))) => {
+                self.checkin = None;
+                Poll::Ready(Some(Err(BodyError::Backend {
+                    backend: self.backend.clone(),
+                    source,
+                })))
+            }
+            Poll::Ready(None) => {
+                self.ended();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
-                ready!(self.deadline.as_mut().poll(cx));
+                let due = self.last + self.timeout;
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if deadline.deadline() != due {
+                    deadline.as_mut().reset(due);
+                }
+                ready!(deadline.as_mut().poll(cx));
+                self.checkin = None;
                 Poll::Ready(Some(Err(BodyError::BetweenBytesTimeout {
                     backend: self.backend.clone(),
                     timeout: self.timeout,
                 })))
             }
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    /// A body with nothing left to read (`Content-Length: 0`, 204, 304, the
+    /// answer to a HEAD) is often dropped without being polled; its
+    /// connection is still good.
+    fn drop(&mut self) {
+        if self.is_end_stream() {
+            self.ended();
         }
     }
 }

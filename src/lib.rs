@@ -55,7 +55,7 @@ use proxy::Proxy;
 pub async fn bind(config: &Config) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(config.server.listen.len());
     for addr in &config.server.listen {
-        let listener = TcpListener::bind(addr)
+        let listener = server::listen(*addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(listener);

@@ -636,3 +636,39 @@ async fn measure_death_to_ejection_under_load() {
     assert!(failed.len() <= 8, "{failed:?}");
     assert!(failed.iter().all(|&s| s == 503), "{failed:?}");
 }
+
+/// A backend connection goes back to the pool when its response has been
+/// read to the end, bodiless answers (204, a HEAD's) included: ten requests
+/// in a row, each awaited, reach each origin over one connection.
+#[tokio::test]
+async fn backend_connections_are_reused_after_each_response() {
+    use support::origin::RawRecorder;
+    const WITH_BODY: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncache-control: no-store\r\n\r\nhello";
+    const HEAD_OF_IT: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncache-control: no-store\r\n\r\n";
+    const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\ncache-control: no-store\r\n\r\n";
+    for (response, method, status, body) in [
+        (WITH_BODY, "GET", 200, "hello"),
+        (HEAD_OF_IT, "HEAD", 200, ""),
+        (NO_CONTENT, "GET", 204, ""),
+    ] {
+        let origin = RawRecorder::start(response).await;
+        let shellac = Shellac::start(&support::config(origin.addr, "")).await;
+        for i in 0..10 {
+            let got = send(shellac.addr, method, &format!("/r{i}"), &[]).await;
+            assert_eq!(got.status, status, "{method} {i}");
+            assert_eq!(got.body, body, "{method} {i}");
+        }
+        assert_eq!(
+            origin.requests().len(),
+            10,
+            "{method}: every request reached the origin"
+        );
+        assert_eq!(
+            origin.connections(),
+            1,
+            "{method} answered {status}: one pooled backend connection for ten requests"
+        );
+    }
+}

@@ -14,8 +14,8 @@
 //! refused connection could not be told from a slow backend. Here the pool is
 //! hyper's own `client::conn::http1` connections in a per-backend idle list
 //! (a short mutex per backend, never a global one); a connection goes back
-//! to the list once hyper says it is ready for the next request, i.e. after
-//! the previous response body was read to its end.
+//! to the list when its response body has been read to the end ([`Checkin`],
+//! carried by the body), without a task or a channel per request.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -209,31 +209,18 @@ impl BackendClient {
             Ok(Ok(response)) => response,
         };
         self.check_head(&response).map_err(Retry::Failed)?;
-        self.give_back(sender);
         let (parts, incoming) = response.into_parts();
+        let checkin = Checkin {
+            sender,
+            idle: self.idle.clone(),
+        };
         let body = TimedBody::new(
             incoming,
             self.name.clone(),
             self.config.between_bytes_timeout,
+            checkin,
         );
         Ok(Response::from_parts(parts, Body::Backend(body)))
-    }
-
-    /// Puts the connection back in the idle list once its current response
-    /// has been read to the end (hyper reports it ready again).
-    fn give_back(&self, mut sender: SendRequest<Body>) {
-        let idle = self.idle.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if idle.len() < MAX_IDLE_PER_BACKEND {
-                    idle.push_back(IdleConn {
-                        sender,
-                        since: Instant::now(),
-                    });
-                }
-            }
-        });
     }
 
     /// `http_resp_hdr_len`: no single header line may be longer.
@@ -271,6 +258,47 @@ impl BackendClient {
     /// How many idle connections are pooled (for tests and the admin view).
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+/// A connection lent to one response: it goes back to the idle list when
+/// that response's body has been read to its end ([`TimedBody`] calls
+/// [`Checkin::body_ended`]); a body dropped half-way drops it, and hyper
+/// closes the connection.
+pub struct Checkin {
+    sender: SendRequest<Body>,
+    idle: Arc<Mutex<VecDeque<IdleConn>>>,
+}
+
+impl Checkin {
+    /// The response body was read to its end. By then hyper's connection
+    /// task has almost always finished the message and is waiting for the
+    /// next request, so the connection goes straight back; otherwise a
+    /// small task waits until hyper says it is ready (or closed).
+    pub fn body_ended(self) {
+        let Checkin { mut sender, idle } = self;
+        if sender.is_ready() {
+            park(&idle, sender);
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    park(&idle, sender);
+                }
+            });
+        }
+    }
+}
+
+/// Puts a ready connection at the back (newest end) of the idle list.
+fn park(idle: &Mutex<VecDeque<IdleConn>>, sender: SendRequest<Body>) {
+    let mut idle = idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if idle.len() < MAX_IDLE_PER_BACKEND {
+        idle.push_back(IdleConn {
+            sender,
+            since: Instant::now(),
+        });
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use client::{BackendClient, SendFailure};
+pub use client::{BackendClient, Checkin, SendFailure};
 pub use error::FetchError;
 
 use crate::config::{defaults, BackendConfig, Config};

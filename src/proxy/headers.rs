@@ -7,16 +7,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
-/// Headers that describe one connection, not the message (RFC 9110
-/// §7.6.1), plus `Proxy-Connection`, which old clients still send.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-];
+/// `Proxy-Connection`, which old clients still send; hop-by-hop like the
+/// headers RFC 9110 §7.6.1 lists (see [`remove_hop_by_hop`]).
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// `X-Cache`.
@@ -33,23 +25,70 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
+///
+/// One pass over the names first: a typical message has no hop-by-hop
+/// field but `Connection: keep-alive`, and seven hashed removals of absent
+/// names cost more than the scan.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
+    let mut present: [Option<&'static HeaderName>; 7] = [None; 7];
+    let mut found = 0;
+    for name in headers.keys() {
+        if let Some(hop) = hop_by_hop(name) {
+            present[found] = Some(hop);
+            found += 1;
+            if found == present.len() {
+                break;
+            }
+        }
+    }
+    if found == 0 {
+        return;
+    }
+    if present.contains(&Some(&header::CONNECTION)) {
+        // `keep-alive` and the other hop-by-hop names go below anyway; only
+        // other options (`close`, `X-Secret`) need parsing as field names.
+        let mut named = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            for option in value.as_bytes().split(|&b| b == b',') {
+                let option = option.trim_ascii();
+                let already = hop_by_hop_bytes(option);
+                if !already && !option.is_empty() {
+                    if let Ok(name) = HeaderName::from_bytes(option) {
+                        named.push(name);
+                    }
+                }
+            }
+        }
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in present.into_iter().flatten() {
         headers.remove(name);
     }
-    headers.remove(PROXY_CONNECTION);
+}
+
+/// Every hop-by-hop field name.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    PROXY_CONNECTION,
+];
+
+/// The hop-by-hop constant equal to `name`, if it is one.
+fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
+    HOP_BY_HOP.iter().find(|hop| *hop == name)
+}
+
+/// Whether a `Connection` option names a hop-by-hop field (any case).
+fn hop_by_hop_bytes(option: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(option))
 }
 
 /// The client's address as Shellac believes it: the peer, unless the peer
@@ -82,14 +121,43 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
 }
 
 /// Appends the client's address to `X-Forwarded-For`, as Varnish does.
+/// Written into one buffer without `format!`: this runs on every request
+/// that goes to a backend.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let joined = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&joined) {
+    let existing = headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes);
+    let mut joined = Vec::with_capacity(existing.map_or(0, |e| e.len() + 2) + 39);
+    if let Some(existing) = existing {
+        joined.extend_from_slice(existing);
+        joined.extend_from_slice(b", ");
+    }
+    match client {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    joined.push(b'.');
+                }
+                push_decimal(&mut joined, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(joined, "{v6}");
+        }
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
         headers.insert(X_FORWARDED_FOR, value);
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        out.push(b'0' + n / 100);
+    }
+    if n >= 10 {
+        out.push(b'0' + (n / 10) % 10);
+    }
+    out.push(b'0' + n % 10);
 }
 
 /// Appends Shellac to `Via` (RFC 9110 §7.6.3) with the protocol version the
@@ -174,5 +242,39 @@ mod tests {
         append_via(&mut h, Version::HTTP_11);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[header::VIA], "1.1 cdn, 1.1 shellac");
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut h = HeaderMap::new();
+            append_forwarded_for(&mut h, ip.parse().expect("ip"));
+            assert_eq!(h[X_FORWARDED_FOR], ip);
+        }
+    }
+
+    #[test]
+    fn only_hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("close"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
+        remove_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["cache-control"]);
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
+        remove_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 }

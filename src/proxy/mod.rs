@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -478,7 +478,8 @@ impl Proxy {
         }
 
         let rules = self.store_rules();
-        let initial_age = policy::initial_age(&head.headers, request_time, response_time);
+        // Only a response that is stored or refreshes one needs its age.
+        let initial_age = || policy::initial_age(&head.headers, request_time, response_time);
 
         // A 304 to our own conditional request refreshes the stale object.
         if let (true, StatusCode::NOT_MODIFIED, Some(stale)) = (revalidating, head.status, &stale) {
@@ -498,7 +499,7 @@ impl Proxy {
             let refreshed = match decision {
                 Ok(lifetimes) => {
                     let refreshed =
-                        Arc::new(stale.revalidated(&head.headers, initial_age, lifetimes));
+                        Arc::new(stale.revalidated(&head.headers, initial_age(), lifetimes));
                     self.cache
                         .insert(&exchange.key, &client_headers, refreshed.clone());
                     release(guard, Flight::Stored);
@@ -507,7 +508,7 @@ impl Proxy {
                 Err(reason) => {
                     ctx.not_stored = Some(reason.as_str());
                     release(guard, Flight::Uncacheable);
-                    Arc::new(stale.revalidated(&head.headers, initial_age, stale.lifetimes))
+                    Arc::new(stale.revalidated(&head.headers, initial_age(), stale.lifetimes))
                 }
             };
             let fake_parts = client_parts(&method, version, &client_headers);
@@ -559,6 +560,7 @@ impl Proxy {
         }
         let body = match (decision, body) {
             (Ok(lifetimes), Body::Backend(timed)) if !too_big => {
+                let initial_age = initial_age();
                 let mut stored_headers = head.headers.clone();
                 stored_headers.remove(header::AGE);
                 for field in policy::qualified_fields(&head.headers) {
@@ -954,10 +956,21 @@ impl Proxy {
         if let Ok(value) = HeaderValue::from_str(cache_status) {
             headers.insert(headers::CACHE_STATUS, value);
         }
-        headers.remove(&self.config.cache.tag_header);
-        if self.config.cache.strip_targeted {
-            headers.remove(policy::SHELLAC_CACHE_CONTROL);
-            headers.remove(policy::CDN_CACHE_CONTROL);
+        // One pass over the names instead of three hashed removals: these
+        // fields are rarely there, and this runs on every response.
+        let tag = &self.config.cache.tag_header;
+        let strip_targeted = self.config.cache.strip_targeted;
+        let internal = |name: &HeaderName| {
+            name == tag
+                || (strip_targeted
+                    && (name == policy::SHELLAC_CACHE_CONTROL || name == policy::CDN_CACHE_CONTROL))
+        };
+        if headers.keys().any(internal) {
+            headers.remove(tag);
+            if strip_targeted {
+                headers.remove(policy::SHELLAC_CACHE_CONTROL);
+                headers.remove(policy::CDN_CACHE_CONTROL);
+            }
         }
         headers::append_via(headers, version);
     }

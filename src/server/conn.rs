@@ -41,6 +41,8 @@ use crate::config::{ServerConfig, MIN_READ_BUFFER};
 /// Bytes read from the client per read call (the framing watch sees them
 /// on the way through).
 const READ_CHUNK: usize = 16 * 1024;
+/// A read asking for less than this reads a whole chunk ahead.
+const SMALL_READ: usize = 512;
 
 thread_local! {
     /// The buffer reads pass through on their way to hyper's. One per worker
@@ -90,7 +92,7 @@ pub(super) async fn serve_connection(
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY came from the listening socket (`server::listen`).
     let activity = Arc::new(Activity::new());
     let framing = Arc::new(Mutex::new(FramingWatch::new()));
     let io = ActivityIo::new(
@@ -163,7 +165,6 @@ pub(super) async fn refuse_connection(
     proxy: Arc<crate::proxy::Proxy>,
     settings: &Settings,
 ) {
-    let _ = stream.set_nodelay(true);
     let io = ActivityIo::new(
         stream,
         Arc::new(Activity::new()),
@@ -219,6 +220,10 @@ struct ActivityIo {
     send_timeout: Duration,
     /// Running while a write is pending; reset whenever a write progresses.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Bytes read from the socket beyond what a small read asked for,
+    /// handed out (from `read_ahead_at`) before the socket is read again.
+    read_ahead: Vec<u8>,
+    read_ahead_at: usize,
 }
 
 impl ActivityIo {
@@ -234,6 +239,8 @@ impl ActivityIo {
             framing,
             send_timeout,
             stalled: None,
+            read_ahead: Vec::new(),
+            read_ahead_at: 0,
         }
     }
 
@@ -268,8 +275,27 @@ impl Read for ActivityIo {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.read_ahead_at < this.read_ahead.len() {
+            let ahead = &this.read_ahead[this.read_ahead_at..];
+            let n = ahead.len().min(buf.remaining());
+            buf.put_slice(&ahead[..n]);
+            this.read_ahead_at += n;
+            if this.read_ahead_at == this.read_ahead.len() {
+                this.read_ahead = Vec::new();
+                this.read_ahead_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         ready!(SCRATCH.with_borrow_mut(|scratch| {
-            let room = buf.remaining().min(scratch.len());
+            // A small read (hyper-util's HTTP/2 preface check asks for 24
+            // bytes) still takes a whole chunk from the socket: the rest of
+            // the head waits in `read_ahead` instead of costing one more
+            // `recvfrom` per connection.
+            let room = if buf.remaining() < SMALL_READ {
+                scratch.len()
+            } else {
+                buf.remaining().min(scratch.len())
+            };
             let mut read = tokio::io::ReadBuf::new(&mut scratch[..room]);
             ready!(Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read))?;
             let filled = read.filled();
@@ -277,7 +303,11 @@ impl Read for ActivityIo {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .feed(filled);
-            buf.put_slice(filled);
+            let n = filled.len().min(buf.remaining());
+            buf.put_slice(&filled[..n]);
+            if n < filled.len() {
+                this.read_ahead = filled[n..].to_vec();
+            }
             Poll::Ready(Ok::<(), std::io::Error>(()))
         }))?;
         this.activity.touch();

@@ -29,7 +29,7 @@ const MAX_PENDING: usize = 64;
 
 enum State {
     /// Reading a request head (or the empty lines before one).
-    Head(Vec<u8>),
+    Head(HeadScan),
     /// Skipping a `Content-Length` body.
     Body(u64),
     /// Reading a chunk-size line.
@@ -42,6 +42,22 @@ enum State {
     Off,
 }
 
+/// A head being read, a line at a time: lines that arrive whole are looked
+/// at where they lie in the read, so only a line split across two reads is
+/// copied (into `partial`).
+#[derive(Default)]
+struct HeadScan {
+    framing: RawFraming,
+    /// The value of the last `Content-Length` line, when it parsed.
+    length: Option<u64>,
+    /// Lines seen so far, the request line included.
+    lines: usize,
+    /// Bytes of this head so far.
+    size: usize,
+    /// The start of a line whose end has not been read yet.
+    partial: Vec<u8>,
+}
+
 /// The per-connection watcher; feed it every byte read, in order.
 pub(super) struct FramingWatch {
     state: State,
@@ -51,7 +67,7 @@ pub(super) struct FramingWatch {
 impl FramingWatch {
     pub(super) fn new() -> FramingWatch {
         FramingWatch {
-            state: State::Head(Vec::new()),
+            state: State::Head(HeadScan::default()),
             heads: VecDeque::new(),
         }
     }
@@ -67,26 +83,28 @@ impl FramingWatch {
             let state = std::mem::replace(&mut self.state, State::Off);
             self.state = match state {
                 State::Off => return,
-                State::Head(mut head) => {
-                    let (line_end, rest) = take_through_newline(bytes);
-                    head.extend_from_slice(line_end);
+                State::Head(mut scan) => {
+                    let (part, rest) = take_through_newline(bytes);
                     bytes = rest;
-                    if head.len() > MAX_HEAD {
+                    scan.size += part.len();
+                    if scan.size > MAX_HEAD {
                         State::Off
-                    } else if head == b"\r\n" || head == b"\n" {
-                        // Empty lines before a request line are ignored (RFC 9112 §2.2).
-                        State::Head(Vec::new())
-                    } else if head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n") {
-                        self.head_done(&head)
+                    } else if !part.ends_with(b"\n") {
+                        scan.partial.extend_from_slice(part);
+                        State::Head(scan)
+                    } else if scan.partial.is_empty() {
+                        self.head_line(scan, part)
                     } else {
-                        State::Head(head)
+                        let mut line = std::mem::take(&mut scan.partial);
+                        line.extend_from_slice(part);
+                        self.head_line(scan, &line)
                     }
                 }
                 State::Body(left) => {
                     let n = left.min(bytes.len() as u64);
                     bytes = &bytes[n as usize..];
                     if left == n {
-                        State::Head(Vec::new())
+                        State::Head(HeadScan::default())
                     } else {
                         State::Body(left - n)
                     }
@@ -122,7 +140,7 @@ impl FramingWatch {
                     if line.len() > MAX_HEAD {
                         State::Off
                     } else if line == b"\r\n" || line == b"\n" {
-                        State::Head(Vec::new())
+                        State::Head(HeadScan::default())
                     } else if line.ends_with(b"\n") {
                         State::Trailers(Vec::new())
                     } else {
@@ -134,32 +152,49 @@ impl FramingWatch {
     }
 
     /// Counts the framing fields of a complete head and picks how to skip its body.
-    fn head_done(&mut self, head: &[u8]) -> State {
-        if head.starts_with(b"PRI * HTTP/2.0") || self.heads.len() >= MAX_PENDING {
-            return State::Off;
-        }
-        let mut framing = RawFraming::default();
-        let mut length = None;
-        for line in head.split(|&b| b == b'\n').skip(1) {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
+    /// One complete line of a head (ending in `\n`).
+    fn head_line(&mut self, mut scan: HeadScan, line: &[u8]) -> State {
+        if line == b"\r\n" || line == b"\n" {
+            // Empty lines before a request line are skipped (RFC 9112 §2.2);
+            // after one, the empty line ends the head.
+            return if scan.lines == 0 {
+                State::Head(HeadScan::default())
+            } else {
+                self.head_done(scan)
             };
+        }
+        scan.lines += 1;
+        if scan.lines == 1 {
+            if line.starts_with(b"PRI * HTTP/2.0") {
+                return State::Off;
+            }
+            return State::Head(scan);
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = &line[..colon];
             if name.eq_ignore_ascii_case(b"content-length") {
-                framing.content_length_lines += 1;
-                length = std::str::from_utf8(&line[colon + 1..])
+                scan.framing.content_length_lines += 1;
+                scan.length = std::str::from_utf8(&line[colon + 1..])
                     .ok()
                     .and_then(|v| v.trim().parse::<u64>().ok());
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                framing.transfer_encoding_lines += 1;
+                scan.framing.transfer_encoding_lines += 1;
             }
         }
+        State::Head(scan)
+    }
+
+    fn head_done(&mut self, scan: HeadScan) -> State {
+        if self.heads.len() >= MAX_PENDING {
+            return State::Off;
+        }
+        let framing = scan.framing;
         self.heads.push_back(framing);
         if framing.transfer_encoding_lines > 0 {
             State::ChunkSize(Vec::new())
         } else {
-            match length {
-                Some(0) | None => State::Head(Vec::new()),
+            match scan.length {
+                Some(0) | None => State::Head(HeadScan::default()),
                 Some(n) => State::Body(n),
             }
         }

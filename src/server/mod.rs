@@ -30,6 +30,26 @@ use crate::proxy::Proxy;
 
 pub use conn::Settings;
 
+/// Binds a client listener. `TCP_NODELAY` is set on the listening socket:
+/// Linux copies it to every accepted connection, which saves a
+/// `setsockopt` per connection (small heads must never wait for Nagle).
+pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind`: a restart may bind while old connections
+    // are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The accept queue's length (what `TcpListener::bind` uses too); the
+/// kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// The proxy generation new requests go to; a reload swaps it.
 pub type Current = Arc<ArcSwap<Proxy>>;
 
@@ -149,7 +169,7 @@ async fn follow_listen(
         }
     }
     for addr in wanted.iter().filter(|a| !before.contains(a)) {
-        match TcpListener::bind(addr).await {
+        match listen(*addr).await {
             Ok(listener) => {
                 let bound = listener.local_addr().unwrap_or(*addr);
                 tracing::info!(addr = %bound, "shellac listening (reload)");
