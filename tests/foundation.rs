@@ -547,3 +547,73 @@ fn shipped_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// HTTP/2 with prior knowledge (h2c) on the same listener as HTTP/1.1: the
+/// first bytes decide. Two requests on one HTTP/2 connection: a miss, then
+/// a hit, one origin request.
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_on_the_same_listener() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let origin = Origin::fixed(cacheable("over h2")).await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let stream = tokio::net::TcpStream::connect(shellac.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let request = hyper::Request::get(format!("http://{}/h2", shellac.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("h2 response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let x_cache = response.headers()["x-cache"]
+            .to_str()
+            .unwrap_or("")
+            .to_owned();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"over h2");
+        seen.push(x_cache);
+    }
+    assert_eq!(seen, ["MISS", "HIT"]);
+    assert_eq!(origin.requests(), 1);
+}
+
+/// An HTTP/1.1 request that arrives a few bytes at a time (its first bytes
+/// could still be the start of the HTTP/2 preface) is answered normally.
+#[tokio::test]
+async fn a_request_dribbled_in_small_pieces_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::fixed(cacheable("dribbled")).await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let mut stream = tokio::net::TcpStream::connect(shellac.addr)
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let request = b"PUT /d HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    for piece in request.chunks(3) {
+        stream.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "got: {answer}");
+    assert!(answer.ends_with("dribbled"), "got: {answer}");
+    assert_eq!(origin.requests(), 1);
+}

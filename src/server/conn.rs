@@ -1,6 +1,6 @@
-//! One client connection: hyper-util's auto builder (HTTP/1.1 with
-//! keep-alive, or HTTP/2 cleartext), the request-head limits hyper enforces
-//! itself, and the idle timeout.
+//! One client connection: HTTP/1.1 with keep-alive, or HTTP/2 cleartext
+//! with prior knowledge (told apart by the first bytes, [`sniff`]), the
+//! request-head limits hyper enforces itself, and the idle timeout.
 //!
 //! hyper's `header_read_timeout` runs while a head is awaited, which on a
 //! keep-alive connection includes the idle time before the next request;
@@ -27,9 +27,10 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -41,8 +42,9 @@ use crate::config::{ServerConfig, MIN_READ_BUFFER};
 /// Bytes read from the client per read call (the framing watch sees them
 /// on the way through).
 const READ_CHUNK: usize = 16 * 1024;
-/// A read asking for less than this reads a whole chunk ahead.
-const SMALL_READ: usize = 512;
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a client that starts with
+/// it speaks HTTP/2 with prior knowledge (h2c); anything else is HTTP/1.x.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 thread_local! {
     /// The buffer reads pass through on their way to hyper's. One per worker
@@ -54,7 +56,8 @@ thread_local! {
 
 /// The connection settings derived from `[server]`, built once.
 pub struct Settings {
-    builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     timeout_idle: Duration,
     send_timeout: Duration,
     header_timeout: Duration,
@@ -63,23 +66,59 @@ pub struct Settings {
 impl Settings {
     /// hyper settings for `[server]`.
     pub fn new(config: &ServerConfig) -> Settings {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .keep_alive(true)
             .header_read_timeout(config.header_timeout)
             .max_headers(config.http_max_hdr)
             .max_buf_size(config.http_req_size.max(MIN_READ_BUFFER));
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(config.http_req_size).unwrap_or(u32::MAX));
         Settings {
-            builder,
+            http1,
+            http2,
             timeout_idle: config.timeout_idle,
             send_timeout: config.send_timeout,
             header_timeout: config.header_timeout,
+        }
+    }
+
+    /// How long a new connection may take to send its first bytes.
+    fn first_bytes_timeout(&self) -> Duration {
+        self.timeout_idle.min(self.header_timeout)
+    }
+}
+
+/// The protocol a client connection speaks, told by its first bytes.
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Reads a new connection's first bytes until they tell HTTP/2's preface
+/// from HTTP/1.x; the bytes wait in the socket wrapper for hyper. `None`
+/// when the client left before saying anything.
+///
+/// Why not hyper-util's auto builder, which does the same: it reads the
+/// first 24 bytes on their own and replays them, so hyper's first read
+/// gets only those and its read buffer grows to 16 KiB on the second; with
+/// the whole head waiting here, hyper reads it at once into 8 KiB. That is
+/// 4 KiB of resident memory less per idle keep-alive connection, and one
+/// `recvfrom` and a replaying wrapper less per connection.
+async fn sniff(io: &mut ActivityIo) -> std::io::Result<Option<Protocol>> {
+    loop {
+        let seen = io.read_ahead.len().min(H2_PREFACE.len());
+        if io.read_ahead[..seen] != H2_PREFACE[..seen] {
+            return Ok(Some(Protocol::Http1));
+        }
+        if seen == H2_PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        if std::future::poll_fn(|cx| io.poll_read_ahead(cx)).await? == 0 {
+            return Ok(None);
         }
     }
 }
@@ -95,7 +134,7 @@ pub(super) async fn serve_connection(
     // TCP_NODELAY came from the listening socket (`server::listen`).
     let activity = Arc::new(Activity::new());
     let framing = Arc::new(Mutex::new(FramingWatch::new()));
-    let io = ActivityIo::new(
+    let mut io = ActivityIo::new(
         stream,
         activity.clone(),
         framing.clone(),
@@ -127,7 +166,45 @@ pub(super) async fn serve_connection(
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let connection = settings.builder.serve_connection(io, service);
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout(settings.first_bytes_timeout(), sniff(&mut io)) => sniffed,
+        _ = stop_rx.changed() => return,
+    };
+    let protocol = match sniffed {
+        Ok(Ok(Some(protocol))) => protocol,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            tracing::debug!(client = %client, %error, "client connection failed before a request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %client, "client connection sent nothing in time");
+            return;
+        }
+    };
+    match protocol {
+        Protocol::Http1 => {
+            let connection = settings.http1.serve_connection(io, service);
+            watch_connection(connection, client, &activity, settings, stop_rx).await
+        }
+        Protocol::Http2 => {
+            let connection = settings.http2.serve_connection(io, service);
+            watch_connection(connection, client, &activity, settings, stop_rx).await
+        }
+    }
+}
+
+/// Drives hyper's connection to its end, asking it to close gracefully on
+/// shutdown or once it has been idle for `timeout_idle`.
+async fn watch_connection<C>(
+    connection: C,
+    client: SocketAddr,
+    activity: &Activity,
+    settings: &Settings,
+    mut stop_rx: watch::Receiver<bool>,
+) where
+    C: GracefulConnection<Error = hyper::Error>,
+{
     tokio::pin!(connection);
     let idle_check = settings
         .timeout_idle
@@ -165,7 +242,7 @@ pub(super) async fn refuse_connection(
     proxy: Arc<crate::proxy::Proxy>,
     settings: &Settings,
 ) {
-    let io = ActivityIo::new(
+    let mut io = ActivityIo::new(
         stream,
         Arc::new(Activity::new()),
         Arc::new(Mutex::new(FramingWatch::new())),
@@ -176,7 +253,18 @@ pub(super) async fn refuse_connection(
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
     let bound = settings.header_timeout + settings.send_timeout.min(Duration::from_secs(5));
-    let _ = tokio::time::timeout(bound, settings.builder.serve_connection(io, service)).await;
+    let _ = tokio::time::timeout(bound, async move {
+        match sniff(&mut io).await {
+            Ok(Some(Protocol::Http1)) => {
+                let _ = settings.http1.serve_connection(io, service).await;
+            }
+            Ok(Some(Protocol::Http2)) => {
+                let _ = settings.http2.serve_connection(io, service).await;
+            }
+            Ok(None) | Err(_) => {}
+        }
+    })
+    .await;
 }
 
 /// When the connection last moved bytes, and how many requests it has open.
@@ -220,8 +308,8 @@ struct ActivityIo {
     send_timeout: Duration,
     /// Running while a write is pending; reset whenever a write progresses.
     stalled: Option<Pin<Box<Sleep>>>,
-    /// Bytes read from the socket beyond what a small read asked for,
-    /// handed out (from `read_ahead_at`) before the socket is read again.
+    /// Bytes [`sniff`] read before hyper took over, handed to hyper (from
+    /// `read_ahead_at`) before the socket is read again.
     read_ahead: Vec<u8>,
     read_ahead_at: usize,
 }
@@ -268,6 +356,32 @@ impl ActivityIo {
     }
 }
 
+impl ActivityIo {
+    /// Reads from the socket into `read_ahead` (for [`sniff`]); the number
+    /// of bytes read, 0 at end of stream.
+    fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let this = self;
+        let n = ready!(SCRATCH.with_borrow_mut(|scratch| {
+            let mut read = tokio::io::ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            this.watch(filled);
+            this.read_ahead.extend_from_slice(filled);
+            Poll::Ready(Ok::<usize, std::io::Error>(filled.len()))
+        }))?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Shows bytes just read to the framing watch and notes the activity.
+    fn watch(&self, bytes: &[u8]) {
+        self.framing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .feed(bytes);
+        self.activity.touch();
+    }
+}
+
 impl Read for ActivityIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -281,37 +395,21 @@ impl Read for ActivityIo {
             buf.put_slice(&ahead[..n]);
             this.read_ahead_at += n;
             if this.read_ahead_at == this.read_ahead.len() {
+                // Released, not kept: idle connections hold no read memory here.
                 this.read_ahead = Vec::new();
                 this.read_ahead_at = 0;
             }
             return Poll::Ready(Ok(()));
         }
-        ready!(SCRATCH.with_borrow_mut(|scratch| {
-            // A small read (hyper-util's HTTP/2 preface check asks for 24
-            // bytes) still takes a whole chunk from the socket: the rest of
-            // the head waits in `read_ahead` instead of costing one more
-            // `recvfrom` per connection.
-            let room = if buf.remaining() < SMALL_READ {
-                scratch.len()
-            } else {
-                buf.remaining().min(scratch.len())
-            };
+        SCRATCH.with_borrow_mut(|scratch| {
+            let room = buf.remaining().min(scratch.len());
             let mut read = tokio::io::ReadBuf::new(&mut scratch[..room]);
             ready!(Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read))?;
             let filled = read.filled();
-            this.framing
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .feed(filled);
-            let n = filled.len().min(buf.remaining());
-            buf.put_slice(&filled[..n]);
-            if n < filled.len() {
-                this.read_ahead = filled[n..].to_vec();
-            }
-            Poll::Ready(Ok::<(), std::io::Error>(()))
-        }))?;
-        this.activity.touch();
-        Poll::Ready(Ok(()))
+            this.watch(filled);
+            buf.put_slice(filled);
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
