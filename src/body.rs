@@ -28,7 +28,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::backend::Checkin;
+use crate::backend::{Checkin, InFlight};
 
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ pub struct TimedBody {
     checkin: Option<Checkin>,
     /// Released when the body is dropped: the backend's in-flight slot,
     /// which must last as long as the response streams.
-    held: Option<Box<dyn std::any::Any + Send + Sync>>,
+    held: Option<InFlight>,
 }
 
 impl TimedBody {
@@ -174,9 +174,9 @@ impl TimedBody {
         }
     }
 
-    /// Keeps `guard` alive until this body is dropped.
-    pub fn hold(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
-        self.held = Some(guard);
+    /// Keeps the backend's in-flight `slot` until this body is dropped.
+    pub fn hold(&mut self, slot: InFlight) {
+        self.held = Some(slot);
     }
 
     fn is_end_stream(&self) -> bool {

@@ -62,7 +62,8 @@ fn is_known_method(method: &Method) -> bool {
 /// How many `Content-Length` and `Transfer-Encoding` field lines the raw
 /// request head had, as counted by the server before hyper parsed it (hyper
 /// folds repeats and drops `Content-Length` next to `Transfer-Encoding`).
-/// The server puts it in the request's extensions; absent means unknown.
+/// The server hands it to the pipeline with the request (HTTP/1 only);
+/// absent means unknown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawFraming {
     /// `Content-Length` field lines in the head.
@@ -72,7 +73,11 @@ pub struct RawFraming {
 }
 
 /// Refuses a request head Shellac will not forward.
-pub fn check<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), Synthetic> {
+pub fn check<B>(
+    req: &Request<B>,
+    framing: Option<RawFraming>,
+    config: &ServerConfig,
+) -> Result<(), Synthetic> {
     let headers = req.headers();
     // Request line: method SP target SP version CRLF.
     let mut head_size = req.method().as_str().len()
@@ -95,7 +100,7 @@ pub fn check<B>(req: &Request<B>, config: &ServerConfig) -> Result<(), Synthetic
         ));
     }
     check_host(req)?;
-    if let Some(raw) = req.extensions().get::<RawFraming>() {
+    if let Some(raw) = framing {
         if raw.content_length_lines > 0 && raw.transfer_encoding_lines > 0 {
             return Err(Synthetic::refuse(
                 StatusCode::BAD_REQUEST,
@@ -138,6 +143,9 @@ fn check_host<B>(req: &Request<B>) -> Result<(), Synthetic> {
         }
         return Ok(());
     };
+    if authority.is_none() && is_plain_host(host.as_bytes()) {
+        return Ok(());
+    }
     let Some(host) = host
         .to_str()
         .ok()
@@ -152,6 +160,26 @@ fn check_host<B>(req: &Request<B>) -> Result<(), Synthetic> {
         }
     }
     Ok(())
+}
+
+/// A `Host` of the everyday shape, `name[:port]` with a name of letters,
+/// digits, dots and hyphens: valid without building an `Authority` (which
+/// copies the value) on every request. Anything else takes the full check.
+fn is_plain_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().position(|&b| b == b':') {
+        Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+        None => (host, None),
+    };
+    let name_ok = name.first().is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len())
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok())
+    });
+    name_ok && port_ok
 }
 
 /// `uri-host [":" port]` (RFC 9110 §7.2): no userinfo, and a colon after
@@ -245,7 +273,7 @@ mod tests {
     }
 
     fn status(req: &Request<()>) -> Option<u16> {
-        check(req, &config()).err().map(|s| s.status.as_u16())
+        check(req, None, &config()).err().map(|s| s.status.as_u16())
     }
 
     #[test]
@@ -306,5 +334,40 @@ mod tests {
         assert_eq!(status(&request("/", &[("host", "u@a")])), Some(400));
         assert_eq!(status(&request("/", &[("host", "a:")])), Some(400));
         assert_eq!(status(&request("http://a.example/x", &[])), None);
+        assert_eq!(status(&request("/", &[("host", "a:65536")])), Some(400));
+        assert_eq!(status(&request("/", &[("host", "[::1]:8080")])), None);
+    }
+
+    /// The fast path never accepts a host the full check would refuse.
+    #[test]
+    fn plain_hosts_pass_the_full_check_too() {
+        let hosts = [
+            "a",
+            "A.Example",
+            "a-b.c",
+            "a..b",
+            "1.2.3.4:8080",
+            "a:0",
+            "a:65535",
+            "a:65536",
+            "a:",
+            ":80",
+            "-a",
+            "a_b",
+            "a b",
+            "a@b",
+            "[::1]",
+            "a:8x",
+            "a:123456",
+            "",
+        ];
+        for host in hosts {
+            let full = host.parse::<Authority>().ok().filter(valid_host).is_some();
+            if is_plain_host(host.as_bytes()) {
+                assert!(full, "{host:?} is plain but fails the full check");
+            }
+        }
+        assert!(is_plain_host(b"shop.example.com:8080"));
+        assert!(!is_plain_host(b"a:65536"));
     }
 }

@@ -399,12 +399,25 @@ impl Pool {
     /// there is one, else any usable one (a pool of one retries the same
     /// backend). `key` is the cache key text (for the `hash` policy).
     pub fn pick(&self, key: &str, tried: &[usize]) -> Option<(usize, &Arc<Backend>)> {
-        let usable: Vec<bool> = self.members.iter().map(|b| b.is_usable()).collect();
+        // One snapshot of health for both passes; a bit mask for the first
+        // 64 members (every pool in practice), so picking allocates nothing.
+        let mut mask = 0u64;
+        let mut beyond = Vec::new();
+        for (i, backend) in self.members.iter().enumerate() {
+            match (i < 64, backend.is_usable()) {
+                (true, usable) => mask |= u64::from(usable) << i,
+                (false, usable) => beyond.push(usable),
+            }
+        }
+        let usable = |i: usize| match i.checked_sub(64) {
+            None => mask >> i & 1 == 1,
+            Some(j) => beyond.get(j).copied().unwrap_or(false),
+        };
         let load = |i: usize| self.members[i].in_flight();
         let index = self
             .director
-            .pick(key, &|i| usable[i] && !tried.contains(&i), &load)
-            .or_else(|| self.director.pick(key, &|i| usable[i], &load))?;
+            .pick(key, &|i| usable(i) && !tried.contains(&i), &load)
+            .or_else(|| self.director.pick(key, &usable, &load))?;
         Some((index, &self.members[index]))
     }
 
@@ -538,6 +551,37 @@ impl Backends {
             backends,
             pools,
             peers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Members past the 64 the pick's bit mask covers are still picked.
+    #[tokio::test]
+    async fn pick_reaches_members_beyond_sixty_four() {
+        let mut text = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
+        let mut names = Vec::new();
+        for i in 0..70 {
+            text.push_str(&format!(
+                "[[backend]]\nname = \"b{i}\"\naddress = \"127.0.0.1:{}\"\n",
+                10_000 + i
+            ));
+            names.push(format!("\"b{i}\""));
+        }
+        text.push_str(&format!(
+            "[[pool]]\nname = \"default\"\nbackends = [{}]\n",
+            names.join(", ")
+        ));
+        let config = Config::parse(std::path::Path::new("t.toml"), &text).expect("valid config");
+        let backends = Backends::new(&config);
+        let pool = &backends.pools[0];
+        for wanted in [0, 63, 64, 69] {
+            let tried: Vec<usize> = (0..70).filter(|&i| i != wanted).collect();
+            let picked = pool.pick("/k", &tried).map(|(i, _)| i);
+            assert_eq!(picked, Some(wanted));
         }
     }
 }

@@ -19,12 +19,22 @@ impl CacheKey {
     /// The key of a GET or HEAD for `host` (already normalized) and `target`
     /// (`/path?query`).
     pub fn new(scheme: &str, host: &str, target: &str) -> CacheKey {
-        let mut text = String::with_capacity(scheme.len() + host.len() + target.len() + 3);
-        text.push_str(scheme);
-        text.push_str("://");
-        text.push_str(host);
-        text.push_str(target);
-        CacheKey(Arc::from(text))
+        let pieces = [scheme, "://", host, target];
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        // Joined on the stack when it fits (nearly always), so that the
+        // shared key is the request's only allocation for it.
+        let mut joined = [0u8; 512];
+        if len <= joined.len() {
+            let mut at = 0;
+            for piece in pieces {
+                joined[at..at + piece.len()].copy_from_slice(piece.as_bytes());
+                at += piece.len();
+            }
+            if let Ok(text) = std::str::from_utf8(&joined[..len]) {
+                return CacheKey(Arc::from(text));
+            }
+        }
+        CacheKey(Arc::from(pieces.concat()))
     }
 
     /// The key of one variant of this (primary) key: the `Vary` spec's

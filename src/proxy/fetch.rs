@@ -164,7 +164,7 @@ fn hold_slot(response: Response<Body>, slot: InFlight) -> Response<Body> {
     let (parts, body) = response.into_parts();
     let body = match body {
         Body::Backend(mut timed) => {
-            timed.hold(Box::new(slot));
+            timed.hold(slot);
             Body::Backend(timed)
         }
         other => other,

@@ -18,6 +18,7 @@ pub mod headers;
 pub mod range;
 pub mod route;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -162,8 +163,14 @@ impl Proxy {
         close_connection(response, version)
     }
 
-    /// Handles one client request, start to finish.
-    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, client: SocketAddr) -> Response<Body>
+    /// Handles one client request, start to finish. `framing` is what the
+    /// server counted in the raw head (HTTP/1), for `limits::check`.
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        client: SocketAddr,
+        framing: Option<limits::RawFraming>,
+    ) -> Response<Body>
     where
         B: Into<Body>,
     {
@@ -176,7 +183,7 @@ impl Proxy {
         ctx.wants_json = synth::wants_json(req.headers());
         let log_head = self.access_log.is_on().then(|| LogHead::of(&req));
         let uri = req.uri().clone();
-        let mut response = self.process(req, &mut ctx).await;
+        let mut response = self.process(req, framing, &mut ctx).await;
         if ctx.retries > 0 {
             response
                 .headers_mut()
@@ -201,13 +208,14 @@ impl Proxy {
     async fn process<B: Into<Body>>(
         self: &Arc<Self>,
         req: Request<B>,
+        framing: Option<limits::RawFraming>,
         ctx: &mut RequestCtx,
     ) -> Response<Body> {
         // 1. Limits.
         if let Some(retry_after) = self.ops.maintenance(self.config.server.retry_after) {
             return self.synthetic(ctx, Synthetic::maintenance(retry_after));
         }
-        if let Err(refusal) = limits::check(&req, &self.config.server) {
+        if let Err(refusal) = limits::check(&req, framing, &self.config.server) {
             let response = self.synthetic(ctx, refusal);
             return close_connection(response, req.version());
         }
@@ -283,13 +291,14 @@ impl Proxy {
                             // It waited for another request's fetch: a miss
                             // that cost the backend nothing.
                             ctx.outcome = Outcome::Miss;
-                            let status = "shellac; fwd=uri-miss; collapsed";
+                            let status =
+                                HeaderValue::from_static("shellac; fwd=uri-miss; collapsed");
                             return self.deliver(&parts, &object, now, "MISS", status);
                         }
                         Usability::Fresh => {
                             ctx.outcome = Outcome::Hit;
                             let status = headers::hit_status(ttl_left(&object, now));
-                            return self.deliver(&parts, &object, now, "HIT", &status);
+                            return self.deliver(&parts, &object, now, "HIT", status);
                         }
                         Usability::StaleAccepted => {
                             ctx.outcome = Outcome::HitStale;
@@ -297,7 +306,8 @@ impl Proxy {
                                 "shellac; hit; ttl={}; detail=max-stale",
                                 ttl_left(&object, now)
                             );
-                            return self.deliver(&parts, &object, now, "HIT-STALE", &status);
+                            let status = headers::status_value(status);
+                            return self.deliver(&parts, &object, now, "HIT-STALE", status);
                         }
                         Usability::Grace => {
                             ctx.outcome = Outcome::HitStale;
@@ -306,7 +316,8 @@ impl Proxy {
                                 "shellac; hit; ttl={}; detail=stale-while-revalidate",
                                 ttl_left(&object, now)
                             );
-                            return self.deliver(&parts, &object, now, "HIT-STALE", &status);
+                            let status = headers::status_value(status);
+                            return self.deliver(&parts, &object, now, "HIT-STALE", status);
                         }
                         Usability::Revalidate => stale = Some(object),
                     }
@@ -342,7 +353,8 @@ impl Proxy {
                             ctx.outcome = Outcome::Hit;
                             let status =
                                 format!("shellac; hit; ttl={}; detail=l2", ttl_left(&object, now));
-                            return self.deliver(&parts, &object, now, "HIT", &status);
+                            let status = headers::status_value(status);
+                            return self.deliver(&parts, &object, now, "HIT", status);
                         }
                         stale = stale.or(Some(object));
                     }
@@ -517,7 +529,7 @@ impl Proxy {
                 &refreshed,
                 Instant::now(),
                 "MISS",
-                "shellac; fwd=stale; fwd-status=304; stored",
+                HeaderValue::from_static("shellac; fwd=stale; fwd-status=304; stored"),
             );
         }
 
@@ -628,7 +640,7 @@ impl Proxy {
                 } else {
                     "MISS"
                 },
-                &cache_status,
+                headers::status_value(cache_status),
             );
             return response;
         }
@@ -638,7 +650,12 @@ impl Proxy {
         } else {
             "MISS"
         };
-        self.finish_headers(&mut head.headers, version, x_cache, &cache_status);
+        self.finish_headers(
+            &mut head.headers,
+            version,
+            x_cache,
+            headers::status_value(cache_status),
+        );
         Response::from_parts(head, body)
     }
 
@@ -764,8 +781,8 @@ impl Proxy {
             "serving stale content instead of an error (stale-if-error)"
         );
         ctx.outcome = Outcome::HitStale;
-        let status = format!("shellac; hit; fwd=stale; detail={reason}");
-        self.deliver(parts, stale, Instant::now(), "HIT-STALE", &status)
+        let status = headers::status_value(format!("shellac; hit; fwd=stale; detail={reason}"));
+        self.deliver(parts, stale, Instant::now(), "HIT-STALE", status)
     }
 
     fn synthetic(&self, ctx: &mut RequestCtx, refusal: Synthetic) -> Response<Body> {
@@ -889,12 +906,12 @@ impl Proxy {
         object: &CachedObject,
         now: Instant,
         x_cache: &'static str,
-        cache_status: &str,
+        cache_status: HeaderValue,
     ) -> Response<Body> {
         let mut response = Response::new(Body::Empty);
         let headers = response.headers_mut();
         headers.clone_from(&object.headers);
-        headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
+        headers.insert(header::AGE, headers::age_value(object.age(now).as_secs()));
         if policy::not_modified(&parts.headers, &object.headers) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response.headers_mut().remove(header::CONTENT_LENGTH);
@@ -950,12 +967,10 @@ impl Proxy {
         headers: &mut HeaderMap,
         version: Version,
         x_cache: &'static str,
-        cache_status: &str,
+        cache_status: HeaderValue,
     ) {
         headers.insert(headers::X_CACHE, HeaderValue::from_static(x_cache));
-        if let Ok(value) = HeaderValue::from_str(cache_status) {
-            headers.insert(headers::CACHE_STATUS, value);
-        }
+        headers.insert(headers::CACHE_STATUS, cache_status);
         // One pass over the names instead of three hashed removals: these
         // fields are rarely there, and this runs on every response.
         let tag = &self.config.cache.tag_header;
@@ -1025,11 +1040,16 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
         .and_then(|h| h.to_str().ok())
 }
 
-/// The host as it goes into the cache key: lower-cased, `:80` dropped.
-fn key_host(host: Option<&str>) -> String {
+/// The host as it goes into the cache key: lower-cased, `:80` dropped;
+/// borrowed when it already is (the usual case: no allocation per request).
+fn key_host(host: Option<&str>) -> Cow<'_, str> {
     let host = host.unwrap_or("");
     let host = host.strip_suffix(":80").unwrap_or(host);
-    host.to_ascii_lowercase()
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// Whether a backend response's body ends only when the backend closes the

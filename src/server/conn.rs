@@ -141,23 +141,20 @@ pub(super) async fn serve_connection(
         settings.send_timeout,
     );
     let service_activity = activity.clone();
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         // Each request runs on the generation current when it arrived;
         // a reload never changes the rules under a request in flight.
         let proxy = current.load_full();
         let activity = service_activity.clone();
-        let raw = framing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next_head();
-        if req.version() < hyper::Version::HTTP_2 {
-            req.extensions_mut().insert(raw);
-        }
-        // Boxed: hyper keeps one slot per connection for the request future,
-        // sized for the largest future the service returns. `handle`'s state
-        // machine is several KiB; unboxed, every connection, even an idle
-        // one, keeps that much touched memory, and each request moves it in.
-        let handled = Box::pin(async move { proxy.handle(req, client).await });
+        // The raw framing counts go along as an argument rather than a
+        // request extension: an extension costs the request a map and a box.
+        let raw = (req.version() < hyper::Version::HTTP_2).then(|| {
+            framing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .next_head()
+        });
+        let handled = Box::pin(async move { proxy.handle(req, client, raw).await });
         async move {
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
             let response = handled.await;
