@@ -45,10 +45,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `[server] workers` (read at start only): 0 leaves tokio's default,
+    // one worker per CPU this process may run on.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        builder.worker_threads(config.server.workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("shellac: cannot start the runtime: {error}");

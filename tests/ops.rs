@@ -703,3 +703,22 @@ async fn status_page_renders_in_headless_chromium() {
         "hit ratio of one miss and one hit:\n{dom}"
     );
 }
+
+/// `[server] workers` sets the runtime's worker threads (what an operator
+/// sets when Shellac gets fewer cores than the machine has).
+#[tokio::test]
+async fn workers_sets_the_runtime_threads() {
+    let origin = Origin::fixed(Reply::ok("w")).await;
+    for workers in [1, 3] {
+        let shellac =
+            ShellacProcess::spawn(&config(origin.addr, &format!("workers = {workers}\n")));
+        assert_eq!(get(shellac.addr, "/").await.status, 200);
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", shellac.pid())).expect("proc");
+        let runtime_workers = tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count();
+        assert_eq!(runtime_workers, workers, "workers = {workers}");
+    }
+}

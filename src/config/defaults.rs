@@ -164,6 +164,9 @@ pub const ROUTE_PRIORITY_MAX: u8 = 9;
 /// is closed, so a client that never reads cannot hold a response (and the
 /// backend connection feeding it) forever.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(600);
+/// `[server] workers` (nginx `worker_processes auto`): 0, one runtime
+/// worker thread per CPU the process may run on when it starts.
+pub const WORKERS: usize = 0;
 /// `[server] max_connections` (nginx `worker_connections`; Varnish has no
 /// direct equivalent): the most client connections served at once. 0 means
 /// no cap. Over the cap, a connection is accepted, answered with a 503 and

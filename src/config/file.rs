@@ -79,6 +79,7 @@ pub(super) struct RawServer {
     pub(super) send_timeout: Option<Spanned<ConfigDuration>>,
     pub(super) max_connections: Option<Spanned<i64>>,
     pub(super) max_request_body: Option<Spanned<ByteSize>>,
+    pub(super) workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

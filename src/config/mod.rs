@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request body forwarded, in bytes; larger ones get 413.
     pub max_request_body: u64,
+    /// Runtime worker threads; 0: one per CPU this process may run on.
+    pub workers: usize,
 }
 
 /// `[cache]`.
@@ -644,6 +646,17 @@ fn build_server(
         },
         max_request_body: positive_size(&s.max_request_body, defaults::MAX_REQUEST_BODY, loc)?
             as u64,
+        workers: match &s.workers {
+            None => defaults::WORKERS,
+            Some(n) if (0..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => return Err(loc.error(
+                span(n),
+                format!(
+                    "expected a number of worker threads from 0 (one per CPU) to 1024, found {}",
+                    n.get_ref()
+                ),
+            )),
+        },
     })
 }
 
@@ -1485,6 +1498,18 @@ mod tests {
         assert_eq!(c.server.http_req_hdr_len, 8192);
         assert_eq!(c.pools[0].name, "default");
         assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu_and_are_bounded() {
+        let backend = "[[backend]]\naddress = \"127.0.0.1:1\"\n";
+        assert_eq!(parse(backend).expect("valid").server.workers, 0);
+        let two = parse(&format!("[server]\nworkers = 2\n{backend}")).expect("valid");
+        assert_eq!(two.server.workers, 2);
+        let err = parse(&format!("[server]\nworkers = -1\n{backend}")).unwrap_err();
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert_eq!(err.key(), Some("server.workers"), "{err}");
+        assert!(err.to_string().contains("worker threads"), "{err}");
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
             let _ = write!(joined, "{v6}");
         }
     }
+    // An exact-size buffer becomes the value without another allocation.
+    joined.shrink_to_fit();
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
         headers.insert(X_FORWARDED_FOR, value);
     }

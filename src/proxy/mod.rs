@@ -560,7 +560,9 @@ impl Proxy {
         let answer_not_modified = exchange.mode == RequestMode::Lookup
             && head.status == StatusCode::OK
             && policy::not_modified(&client_headers, &head.headers);
-        let mut cache_status = String::from("shellac; fwd=");
+        // Room for the longest value built below, so it never regrows.
+        let mut cache_status = String::with_capacity(96);
+        cache_status.push_str("shellac; fwd=");
         cache_status.push_str(match ctx.outcome {
             Outcome::Pass => "bypass",
             _ if stale.is_some() => "stale",
