@@ -649,13 +649,15 @@ fn build_server(
         workers: match &s.workers {
             None => defaults::WORKERS,
             Some(n) if (0..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
-            Some(n) => return Err(loc.error(
-                span(n),
-                format!(
+            Some(n) => {
+                return Err(loc.error(
+                    span(n),
+                    format!(
                     "expected a number of worker threads from 0 (one per CPU) to 1024, found {}",
                     n.get_ref()
                 ),
-            )),
+                ))
+            }
         },
     })
 }
