@@ -20,16 +20,17 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
-/// `backend` label.
+/// `backend` label. The name is shared with the backend (`Arc<str>`), so
+/// counting a request allocates no label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
-    backend: String,
+    backend: Arc<str>,
 }
 
 /// `backend` and `reason` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendReason {
-    backend: String,
+    backend: Arc<str>,
     reason: &'static str,
 }
 
@@ -265,7 +266,7 @@ impl Metrics {
         }
         for (n, attempt) in ctx.attempts.iter().enumerate() {
             let backend = BackendLabel {
-                backend: attempt.backend.to_string(),
+                backend: attempt.backend.clone(),
             };
             // A request shed by the queue never reached the backend.
             if !matches!(attempt.result, Err("queue_full" | "queue_timeout")) {
@@ -314,7 +315,7 @@ impl Metrics {
         self.bans_active.set(state.bans_active as i64);
         for b in &state.backends {
             let label = BackendLabel {
-                backend: b.name.to_string(),
+                backend: b.name.clone(),
             };
             self.backend_healthy
                 .get_or_create(&label)
