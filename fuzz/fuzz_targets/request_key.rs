@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = builder.body(()) else {
         return;
     };
-    if shellac::limits::check(&request, &config().server).is_err() {
+    if shellac::limits::check(&request, None, &config().server).is_err() {
         return;
     }
     let host = request
