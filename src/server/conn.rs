@@ -154,6 +154,10 @@ pub(super) async fn serve_connection(
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .next_head()
         });
+        // Boxed: hyper keeps one slot per connection for the request future,
+        // sized for the largest future the service returns. `handle`'s state
+        // machine is several KiB; unboxed, every connection, even an idle
+        // one, keeps that much touched memory, and each request moves it in.
         let handled = Box::pin(async move { proxy.handle(req, client, raw).await });
         async move {
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
