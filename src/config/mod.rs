@@ -583,19 +583,13 @@ fn build_server(
 
     let http_req_hdr_len = positive_size(&s.http_req_hdr_len, defaults::HTTP_REQ_HDR_LEN, loc)?;
     let http_req_size = positive_size(&s.http_req_size, defaults::HTTP_REQ_SIZE, loc)?;
-    let http_max_hdr = match &s.http_max_hdr {
-        None => defaults::HTTP_MAX_HDR,
-        Some(n) if (1..=10_000).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            return Err(loc.error(
-                span(n),
-                format!(
-                    "expected a number of header fields from 1 to 10000, found {}",
-                    n.get_ref()
-                ),
-            ))
-        }
-    };
+    let http_max_hdr = int_in(
+        s.http_max_hdr.as_ref(),
+        defaults::HTTP_MAX_HDR as i64,
+        1..=10_000,
+        "a number of header fields",
+        loc,
+    )? as usize;
     let synthetic_template = match &s.synthetic_template {
         None => defaults::SYNTHETIC_TEMPLATE.map(Arc::from),
         Some(file) => {
@@ -646,19 +640,13 @@ fn build_server(
         },
         max_request_body: positive_size(&s.max_request_body, defaults::MAX_REQUEST_BODY, loc)?
             as u64,
-        workers: match &s.workers {
-            None => defaults::WORKERS,
-            Some(n) if (0..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
-            Some(n) => {
-                return Err(loc.error(
-                    span(n),
-                    format!(
-                    "expected a number of worker threads from 0 (one per CPU) to 1024, found {}",
-                    n.get_ref()
-                ),
-                ))
-            }
-        },
+        workers: int_in(
+            s.workers.as_ref(),
+            defaults::WORKERS as i64,
+            0..=1024,
+            "a number of worker threads (0: one per CPU)",
+            loc,
+        )? as usize,
     })
 }
 

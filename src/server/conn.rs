@@ -361,16 +361,14 @@ impl ActivityIo {
     /// Reads from the socket into `read_ahead` (for [`sniff`]); the number
     /// of bytes read, 0 at end of stream.
     fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let this = self;
-        let n = ready!(SCRATCH.with_borrow_mut(|scratch| {
+        SCRATCH.with_borrow_mut(|scratch| {
             let mut read = tokio::io::ReadBuf::new(&mut scratch[..]);
-            ready!(Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read))?;
+            ready!(Pin::new(self.inner.inner_mut()).poll_read(cx, &mut read))?;
             let filled = read.filled();
-            this.watch(filled);
-            this.read_ahead.extend_from_slice(filled);
-            Poll::Ready(Ok::<usize, std::io::Error>(filled.len()))
-        }))?;
-        Poll::Ready(Ok(n))
+            self.watch(filled);
+            self.read_ahead.extend_from_slice(filled);
+            Poll::Ready(Ok(filled.len()))
+        })
     }
 
     /// Shows bytes just read to the framing watch and notes the activity.
