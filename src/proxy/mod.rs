@@ -1119,9 +1119,15 @@ fn prepare_backend_request(parts: &mut Parts, client: SocketAddr, host: Option<&
     }
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
+    // Only an absolute-form target's authority differs from `Host`
+    // (RFC 9112 §3.2.2); re-inserting an equal value would cost a copy.
     if let Some(host) = host {
-        if let Ok(value) = HeaderValue::from_str(host) {
-            parts.headers.insert(header::HOST, value);
+        let same =
+            parts.headers.get(header::HOST).map(HeaderValue::as_bytes) == Some(host.as_bytes());
+        if !same {
+            if let Ok(value) = HeaderValue::from_str(host) {
+                parts.headers.insert(header::HOST, value);
+            }
         }
     }
     headers::append_forwarded_for(&mut parts.headers, client.ip());
