@@ -3,7 +3,7 @@
 # run every system once (A B C A B C ...), so slow drifts of this noisy machine hit all
 # systems alike. Raw CSV goes to $OUT, then summarize.py prints medians.
 #
-#   bench-all.sh                      # shellac, varnish, nginx, direct (+ nginx-nolock pass), 3 reps, PIN split+none
+#   bench-all.sh                      # shellac, varnish, nginx, direct (+ nginx-nolock and bare-hyper pass), 3 reps, PIN split+none
 #   EXTRA="other|http://127.0.0.1:7091|<pid>" bench-all.sh     # add another proxy
 #
 # SYSTEMS / EXTRA entries: name|url[|pid-or-pidfile[|scenario scenario ...]]
@@ -18,6 +18,7 @@ SYSTEMS=${SYSTEMS:-"shellac|http://127.0.0.1:7081|/tmp/shellac-load/run/shellac.
 varnish|http://127.0.0.1:6081|/tmp/shellac-load/run/varnish.pid
 nginx|http://127.0.0.1:6091|/tmp/shellac-load/run/nginx-cache.pid
 nginx-nolock|http://127.0.0.1:6092|/tmp/shellac-load/run/nginx-cache.pid|pass
+bare-hyper|http://127.0.0.1:7281|/tmp/shellac-load/run/bare.pid|pass
 direct|http://127.0.0.1:8080|/tmp/shellac-load/run/origin.pid"}
 EXTRA=${EXTRA:-}
 mkdir -p /tmp/shellac-load/results

@@ -4,10 +4,11 @@
 #   benches/load/load.sh
 #
 # 1. installs nginx, varnish and wrk with apt-get when missing (idempotent);
-# 2. builds Shellac in release mode (cargo build --release);
+# 2. builds Shellac in release mode (cargo build --release) and the bare hyper proxy;
 # 3. starts the origin (nginx :8080), the slow counting origin (slow_origin.py :8081),
-#    Varnish (:6081), nginx proxy_cache (:6091, :6092 without cache lock) and
-#    Shellac (:7081, shellac.toml), all from the configs in this folder;
+#    Varnish (:6081), nginx proxy_cache (:6091, :6092 without cache lock),
+#    Shellac (:7081, shellac.toml) and the bare hyper proxy (:7281, benches/bare_proxy.rs,
+#    pass scenario only: the floor of a tokio + hyper proxy), all from the configs here;
 # 4. runs the wrk scenarios interleaved A B C A B C (bench-all.sh: for each round, for
 #    each scenario, for each pin mode, every system once), then the coalescing burst
 #    (burst.py, interleaved likewise), then on a freshly started Shellac the memory after
@@ -60,7 +61,7 @@ fi
 # ---- 2. build
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "cargo build --release"
-  (cd "$REPO" && cargo build --release --bin shellac)
+  (cd "$REPO" && cargo build --release --bin shellac && cargo bench --bench bare_proxy --no-run)
 fi
 
 # ---- 3. start

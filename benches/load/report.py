@@ -88,6 +88,9 @@ def main():
                 nginx_ref = med(pin, sc, "nginx-nolock", "rps")
                 cells[2] += f" / nolock {fmt(nginx_ref)} ({fmt(med(pin, sc, 'nginx-nolock', 'p99_ms'), 1)})"
                 mark = " (nolock)"
+            if sc == "pass" and med(pin, sc, "bare-hyper", "rps"):
+                # The bare hyper proxy (benches/bare_proxy.rs): the floor of a tokio + hyper proxy.
+                cells[3] += f" / bare hyper {fmt(med(pin, sc, 'bare-hyper', 'rps'))} ({fmt(med(pin, sc, 'bare-hyper', 'p99_ms'), 1)})"
             out.append(f"| {sc} | " + " | ".join(cells) + f" | {ratio(r['shellac'], r['varnish'])} | "
                        f"{ratio(r['shellac'], nginx_ref)}{mark} | {ratio(r['shellac'], r['direct'])} |")
 
@@ -100,8 +103,11 @@ def main():
                 c_n = f"{fmt(c['nginx'], 1)} / nolock {fmt(med(pin, sc, 'nginx-nolock', 'srv_cpu_us_req'), 1)}"
             else:
                 c_n = fmt(c["nginx"], 1)
+            c_d = fmt(c["direct"], 1)
+            if sc == "pass" and med(pin, sc, "bare-hyper", "srv_cpu_us_req") is not None:
+                c_d += f" / bare hyper {fmt(med(pin, sc, 'bare-hyper', 'srv_cpu_us_req'), 1)}"
             busy = sorted(r["cpu_busy_pct"] for r in groups.get((pin, sc, "shellac"), []))
-            out.append(f"| {sc} | {fmt(c['shellac'], 1)} | {fmt(c['varnish'], 1)} | {c_n} | {fmt(c['direct'], 1)} | "
+            out.append(f"| {sc} | {fmt(c['shellac'], 1)} | {fmt(c['varnish'], 1)} | {c_n} | {c_d} | "
                        f"{ratio(c['shellac'], c['varnish'])} | {fmt(med(pin, sc, 'shellac', 'origin_cpu_us_req'), 1)} | "
                        f"{', '.join(busy) or '-'} |")
 
@@ -135,8 +141,10 @@ def main():
                       f"{s / v:.2f} × Varnish, {s / n:.2f} × nginx{extra}")
         s, v, n = rps("pass", "shellac"), rps("pass", "varnish"), rps("pass", "nginx-nolock")
         if s and v and n:
+            b = rps("pass", "bare-hyper")
+            floor = f"; the bare hyper proxy: {b / n:.2f} × nginx-nolock, Shellac {s / b:.2f} × it" if b else ""
             check("pass ≥ 1.0 × nginx (no lock) and ≥ 4 × Varnish", s >= n and s >= 4 * v,
-                  f"{s / n:.2f} × nginx-nolock, {s / v:.2f} × Varnish")
+                  f"{s / n:.2f} × nginx-nolock, {s / v:.2f} × Varnish{floor}")
         s, d = rps("many-keys", "shellac"), rps("many-keys", "direct")
         if s and d:
             check("10,000 keys ≥ 0.65 × origin", s / d >= 0.65, f"{s / d:.2f} × origin")

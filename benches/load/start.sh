@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Start the benchmark servers from the configs in this folder.
-#   start.sh [origin] [slow] [varnish] [nginx] [shellac]   (no argument = all five)
+#   start.sh [origin] [slow] [varnish] [nginx] [shellac] [bare]   (no argument = all six)
 # origin  : nginx, 127.0.0.1:8080, pid /tmp/shellac-load/run/origin.pid
 # slow    : slow_origin.py, 127.0.0.1:8081 (1 s per /burst/* request, counts them), pid .../slow.pid
 # varnish : varnishd, 127.0.0.1:6081 (admin 127.0.0.1:6082), malloc 1G, pid /tmp/shellac-load/run/varnish.pid
 # nginx   : nginx proxy_cache, 127.0.0.1:6091 (and :6092 without cache lock), pid .../nginx-cache.pid
 # shellac : target/release/shellac --config shellac.toml, 127.0.0.1:7081 (admin :7082),
 #           pid .../shellac.pid; SHELLAC_BIN overrides the binary (e.g. an older build)
+# bare    : the bare hyper proxy (benches/bare_proxy.rs), 127.0.0.1:7281 -> origin, pid .../bare.pid;
+#           the floor of a tokio + hyper proxy, run only in the pass scenario. BARE_BIN overrides the binary.
 # Servers start unpinned; run.sh sets CPU affinity at run time (PIN=split|none).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -77,6 +79,25 @@ start_shellac() {
   echo "shellac pid $(cat $B/run/shellac.pid)  http://127.0.0.1:7081  ($SHELLAC_BIN)"
 }
 
+start_bare() {
+  if alive $B/run/bare.pid; then echo "bare    already running pid $(cat $B/run/bare.pid)"; return; fi
+  # cargo puts bench executables under target/release/deps/ with a hash; ask it which one.
+  local bin=${BARE_BIN:-$(cd "$REPO" && cargo bench --bench bare_proxy --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "bare_proxy" and m.get("executable"):
+        print(m["executable"])')}
+  [ -x "$bin" ] || { echo "no bare_proxy binary: cargo bench --bench bare_proxy --no-run first" >&2; exit 1; }
+  rm -f $B/run/bare.pid
+  # A session of its own, like Shellac (see start_shellac).
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' start-bare "$B/run/bare.pid" \
+    nohup "$bin" --listen 127.0.0.1:7281 --backend 127.0.0.1:8080 >$B/log/bare.log 2>&1 </dev/null &
+  for _ in $(seq 1 50); do [ -s $B/run/bare.pid ] && break; sleep 0.1; done
+  wait_port http://127.0.0.1:7281/obj/1k
+  echo "bare    pid $(cat $B/run/bare.pid)  http://127.0.0.1:7281  ($bin)"
+}
+
 start_varnish() {
   if alive $B/run/varnish.pid; then echo "varnish already running pid $(cat $B/run/varnish.pid)"; return; fi
   varnishd -n $B/varnish -a 127.0.0.1:6081 -T 127.0.0.1:6082 \
@@ -93,12 +114,13 @@ start_nginx() {
   echo "nginx   pid $(cat $B/run/nginx-cache.pid)  http://127.0.0.1:6091"
 }
 
-[ $# -eq 0 ] && set -- origin slow varnish nginx shellac
+[ $# -eq 0 ] && set -- origin slow varnish nginx shellac bare
 for s in "$@"; do
   case $s in
     origin) start_origin ;;
     slow) start_slow ;;
     shellac) start_shellac ;;
+    bare) start_bare ;;
     varnish) start_varnish ;;
     nginx) start_nginx ;;
     *) echo "unknown server $s" >&2; exit 2 ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the servers started by start.sh, by the PIDs in /tmp/shellac-load/run (never by name).
-#   stop.sh [shellac] [varnish] [nginx] [slow] [origin]      (no argument = all five)
+#   stop.sh [shellac] [bare] [varnish] [nginx] [slow] [origin]      (no argument = all six)
 B=/tmp/shellac-load
 stop_pidfile() { # name pidfile
   local f=$2 pid
@@ -16,12 +16,13 @@ stop_pidfile() { # name pidfile
   fi
   rm -f "$f"
 }
-[ $# -eq 0 ] && set -- shellac varnish nginx slow origin
+[ $# -eq 0 ] && set -- shellac bare varnish nginx slow origin
 for s in "$@"; do
   case $s in
     origin) stop_pidfile origin $B/run/origin.pid ;;
     slow) stop_pidfile slow $B/run/slow.pid ;;
     shellac) stop_pidfile shellac $B/run/shellac.pid ;;
+    bare) stop_pidfile bare $B/run/bare.pid ;;
     varnish) stop_pidfile varnish $B/run/varnish.pid ;;
     nginx) stop_pidfile nginx-cache $B/run/nginx-cache.pid ;;
     *) echo "unknown server $s" >&2; exit 2 ;;
