@@ -140,6 +140,7 @@ fn storable(c: &mut Criterion) {
         store_errors: defaults::STORE_ERRORS,
     };
     let mode = policy::request_mode(&Method::GET, &request);
+    let request_cc = policy::CacheControl::from_headers(&request);
     assert_eq!(mode, RequestMode::Lookup);
 
     let mut group = c.benchmark_group("cache_control/storable");
@@ -148,7 +149,7 @@ fn storable(c: &mut Criterion) {
             policy::storable(
                 &Method::GET,
                 mode,
-                &request,
+                &request_cc,
                 StatusCode::OK,
                 response,
                 rules
@@ -161,7 +162,7 @@ fn storable(c: &mut Criterion) {
                 policy::storable(
                     black_box(&Method::GET),
                     black_box(mode),
-                    black_box(&request),
+                    black_box(&request_cc),
                     black_box(StatusCode::OK),
                     black_box(response),
                     black_box(rules),

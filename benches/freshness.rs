@@ -178,10 +178,12 @@ fn storable(c: &mut Criterion) {
         store_errors: defaults::STORE_ERRORS,
     };
     let mode = policy::request_mode(&Method::GET, &req);
+    let req_cc = policy::CacheControl::from_headers(&req);
     assert_eq!(mode, RequestMode::Lookup);
     let mut group = c.benchmark_group("freshness/storable");
     for (name, response, ok) in &cases {
-        let decided = policy::storable(&Method::GET, mode, &req, StatusCode::OK, response, rules);
+        let decided =
+            policy::storable(&Method::GET, mode, &req_cc, StatusCode::OK, response, rules);
         assert_eq!(decided.is_ok(), *ok, "{name}: {decided:?}");
         group.bench_with_input(
             BenchmarkId::from_parameter(name),
@@ -191,7 +193,7 @@ fn storable(c: &mut Criterion) {
                     policy::storable(
                         black_box(&Method::GET),
                         black_box(mode),
-                        black_box(&req),
+                        black_box(&req_cc),
                         black_box(StatusCode::OK),
                         black_box(response),
                         black_box(rules),

@@ -359,9 +359,32 @@ async fn post_is_not_retried_once_sent_but_get_is() {
     assert_eq!(hanging.requests(), 1);
     assert_eq!(good.requests(), 0, "a sent POST must not be sent again");
 
-    let got = get(shellac.addr, "/page").await;
+    let got = send(
+        shellac.addr,
+        "GET",
+        "/page",
+        &[("x-custom", "kept"), ("if-none-match", "\"old\"")],
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.header("x-shellac-retries"), Some("1"));
+    // The retry's head is built again from the client's: the same as a
+    // first attempt's, with nothing added twice.
+    let retried = good
+        .seen()
+        .into_iter()
+        .rfind(|seen| seen.target == "/page")
+        .expect("the retry reached the good backend");
+    assert_eq!(retried.target, "/page");
+    assert_eq!(retried.headers["x-custom"], "kept");
+    assert_eq!(retried.headers.get_all("via").iter().count(), 1);
+    assert_eq!(retried.headers["via"], "1.1 shellac");
+    assert_eq!(retried.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(retried.headers["x-forwarded-for"], "127.0.0.1");
+    assert!(
+        retried.headers.get("if-none-match").is_none(),
+        "a fill of the cache asks for the whole object"
+    );
 
     // A POST that never reached a backend (connect refused) may go elsewhere.
     let dead = Origin::refusing().await;

@@ -359,7 +359,7 @@ impl Lifetimes {
 pub fn storable(
     method: &Method,
     mode: RequestMode,
-    request_headers: &HeaderMap,
+    request_cc: &CacheControl,
     status: StatusCode,
     response_headers: &HeaderMap,
     rules: StoreRules,
@@ -367,9 +367,8 @@ pub fn storable(
     if method != Method::GET || mode == RequestMode::Pass {
         return Err(NotStored::Method);
     }
-    let req_cc = CacheControl::from_headers(request_headers);
     let cc = response_cache_control(response_headers);
-    if req_cc.no_store {
+    if request_cc.no_store {
         return Err(NotStored::RequestNoStore);
     }
     if cc.no_store {
@@ -713,7 +712,7 @@ mod tests {
         storable(
             &Method::GET,
             RequestMode::Lookup,
-            &HeaderMap::new(),
+            &CacheControl::default(),
             StatusCode::from_u16(status).expect("status"),
             &headers(resp),
             RULES,
@@ -784,11 +783,12 @@ mod tests {
         let status = StatusCode::OK;
         let plain = headers(&[("cache-control", "max-age=60")]);
         let public = headers(&[("cache-control", "public, max-age=60")]);
+        let req_cc = CacheControl::from_headers(&req);
         assert_eq!(
-            storable(&Method::GET, mode, &req, status, &plain, RULES),
+            storable(&Method::GET, mode, &req_cc, status, &plain, RULES),
             Err(NotStored::Credentials)
         );
-        assert!(storable(&Method::GET, mode, &req, status, &public, RULES).is_ok());
+        assert!(storable(&Method::GET, mode, &req_cc, status, &public, RULES).is_ok());
     }
 
     #[test]

@@ -23,7 +23,9 @@ use crate::retry::{self, Failure};
 
 /// Sends the prepared backend request to a backend of `pool`, retrying as
 /// `[retry]` allows. `key` is the cache key text (for the `hash` policy).
-/// Records the backends tried and the retries in `ctx`.
+/// `again` makes another copy of the head for a retry. Records the backends
+/// tried and the retries in `ctx`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch(
     pool: &Pool,
     route: &RouteConfig,
@@ -31,11 +33,12 @@ pub(super) async fn fetch(
     key: &str,
     parts: Parts,
     body: Body,
+    again: &(dyn Fn() -> Parts + Sync),
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, FetchError> {
     // A request whose body is already complete (GET, HEAD, an empty POST)
-    // can be rebuilt from its head for a retry; a streamed body cannot.
-    let head = body.is_end_stream().then(|| parts.clone());
+    // can be sent again with a new copy of its head; a streamed body cannot.
+    let resendable = body.is_end_stream();
     let mut request = Some(Request::from_parts(parts, body));
     let method = ctx.method.clone();
     let mut tried: Vec<usize> = Vec::new();
@@ -68,7 +71,7 @@ pub(super) async fn fetch(
         ctx.tried.push(backend.name().clone());
         let Some(req) = request
             .take()
-            .or_else(|| head.clone().map(|h| Request::from_parts(h, Body::Empty)))
+            .or_else(|| resendable.then(|| Request::from_parts(again(), Body::Empty)))
         else {
             break;
         };
@@ -96,7 +99,7 @@ pub(super) async fn fetch(
                     backend.record_success(&slot);
                 }
                 if !retry::may_retry(rules, &method, Failure::Status(status), ctx.retries)
-                    || !can_resend(&request, &head)
+                    || !can_resend(&request, resendable)
                     || !pool.budget().try_retry()
                 {
                     return Ok(hold_slot(response, slot));
@@ -118,7 +121,7 @@ pub(super) async fn fetch(
                 // A request that never reached the backend added no load to
                 // it, so its retry does not draw on the budget.
                 if !retry::may_retry(rules, &method, Failure::Error(&error), ctx.retries)
-                    || !can_resend(&request, &head)
+                    || !can_resend(&request, resendable)
                     || !(error.never_sent() || pool.budget().try_retry())
                 {
                     return Err(error);
@@ -139,8 +142,8 @@ pub(super) async fn fetch(
 }
 
 /// Whether there is a request to send again.
-fn can_resend(request: &Option<Request<Body>>, head: &Option<Parts>) -> bool {
-    request.is_some() || head.is_some()
+fn can_resend(request: &Option<Request<Body>>, resendable: bool) -> bool {
+    request.is_some() || resendable
 }
 
 /// A 503 or 429 with `Retry-After` puts the backend in "backing off until".

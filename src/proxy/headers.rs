@@ -79,9 +79,24 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     PROXY_CONNECTION,
 ];
 
-/// The hop-by-hop constant equal to `name`, if it is one.
+/// The hop-by-hop constant equal to `name`, if it is one. Every field of
+/// every proxied head goes through here, so its length picks the one
+/// candidate to compare with (names are stored lower-case).
 fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
-    HOP_BY_HOP.iter().find(|hop| *hop == name)
+    let text = name.as_str();
+    let [connection, te, trailer, transfer_encoding, upgrade, keep_alive, proxy_connection] =
+        &HOP_BY_HOP;
+    let candidate = match text.len() {
+        2 => te,
+        7 if text == "trailer" => trailer,
+        7 => upgrade,
+        10 if text == "connection" => connection,
+        10 => keep_alive,
+        16 => proxy_connection,
+        17 => transfer_encoding,
+        _ => return None,
+    };
+    (candidate.as_str() == text).then_some(candidate)
 }
 
 /// Whether a `Connection` option names a hop-by-hop field (any case).
@@ -322,5 +337,19 @@ mod tests {
         plain.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
         remove_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1);
+        // Names as long as a hop-by-hop one (the lookup goes by length) stay.
+        let mut same_length = HeaderMap::new();
+        for name in [
+            "tk",
+            "expires",
+            "x-trailer",
+            "set-cookie",
+            "content-location",
+            "x-transfer-encode",
+        ] {
+            same_length.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        remove_hop_by_hop(&mut same_length);
+        assert_eq!(same_length.len(), 6);
     }
 }

@@ -27,6 +27,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 pub use context::{Attempt, Outcome, RequestCtx};
@@ -77,8 +78,9 @@ struct Exchange {
     host: Option<String>,
     /// Directives of the client's `Cache-Control`.
     cc: CacheControl,
-    /// Why the client's request body was cut off, if it was.
-    body_state: Arc<RequestBodyState>,
+    /// Why the client's request body was cut off, if it was; none for a
+    /// request without a body (most of them), which then costs no allocation.
+    body_state: Option<Arc<RequestBodyState>>,
 }
 
 impl Proxy {
@@ -260,17 +262,19 @@ impl Proxy {
                 .unwrap_or(0),
             host,
             cc: CacheControl::from_headers(req.headers()),
-            body_state: Arc::default(),
+            body_state: None,
         };
         if req.method().as_str() == "PURGE" {
             return self.purge(ctx, &exchange.key);
         }
         let (parts, body) = req.into_parts();
-        let body = body::limit_request(
-            body.into(),
-            self.config.server.max_request_body,
-            exchange.body_state.clone(),
-        );
+        let mut body: Body = body.into();
+        let mut exchange = exchange;
+        if !body.is_end_stream() {
+            let state = Arc::<RequestBodyState>::default();
+            body = body::limit_request(body, self.config.server.max_request_body, state.clone());
+            exchange.body_state = Some(state);
+        }
 
         // 3. Requests that may not use the cache go straight to the backend.
         if exchange.mode != RequestMode::Lookup {
@@ -401,55 +405,69 @@ impl Proxy {
     ) -> Response<Body> {
         let method = parts.method.clone();
         let version = parts.version;
+        // The client's head stays as it came: the storing decisions read
+        // it, and a retry rebuilds the backend's head from it (the first
+        // attempt's head goes to hyper, which keeps it once sent).
         let client_headers = parts.headers.clone();
+        let client_uri = parts.uri.clone();
         let storing = method == Method::GET && exchange.mode != RequestMode::Pass;
-        let mut backend_parts = parts;
-        prepare_backend_request(&mut backend_parts, ctx.client, exchange.host.as_deref());
-        let revalidating = match (&stale, exchange.mode) {
-            (Some(stale), RequestMode::Lookup) => add_validators(&mut backend_parts.headers, stale),
-            (None, RequestMode::Lookup) if method == Method::GET => {
-                // Fill the cache with the whole representation; the client's
-                // own conditions and range are answered from it afterwards.
-                strip_conditionals(&mut backend_parts.headers);
-                if guard.is_some() {
-                    backend_parts.headers.remove(header::RANGE);
-                }
-                false
-            }
-            _ => false,
-        };
-
         // `[cluster]`: a key another live peer owns is fetched from it.
         let via_peer = guard.is_some()
             && method == Method::GET
             && self.owned_elsewhere(exchange, &client_headers);
+        let for_writer = guard.is_some();
+        let client = ctx.client;
+        let backend_head = |parts: Parts, via_peer: bool| {
+            self.backend_head(
+                parts,
+                client,
+                exchange,
+                stale.as_deref(),
+                for_writer,
+                via_peer,
+            )
+        };
+        let (backend_parts, revalidating) = backend_head(parts, via_peer);
+        // Another copy of the head, only when a retry needs one.
+        let again = |via_peer: bool| {
+            let mut parts = client_parts(&method, version, &client_headers);
+            parts.uri = client_uri.clone();
+            backend_head(parts, via_peer).0
+        };
         let mut pool = match (&self.backends.peers, via_peer) {
-            (Some(peers), true) => {
-                backend_parts
-                    .headers
-                    .insert(headers::X_SHELLAC_PEER, HeaderValue::from_static("1"));
-                &peers.others
-            }
+            (Some(peers), true) => &peers.others,
             _ => &self.backends.pools[exchange.pool],
         };
         let request_time = SystemTime::now();
         let route = &self.config.routes[exchange.route];
         let retry = &self.config.retry;
         let key = exchange.key.as_str();
-        let fallback = via_peer.then(|| backend_parts.clone());
-        let mut fetched = fetch::fetch(pool, route, retry, key, backend_parts, body, ctx).await;
-        let peer_error = fetched.as_ref().err().map(ToString::to_string);
-        if let (Some(error), Some(mut parts)) = (peer_error, fallback) {
-            // No peer answered: the origin, as without peering.
-            tracing::info!(xid = ctx.xid, %error, "peer fetch failed: fetching from the origin");
-            parts.headers.remove(headers::X_SHELLAC_PEER);
-            pool = &self.backends.pools[exchange.pool];
-            fetched = fetch::fetch(pool, route, retry, key, parts, Body::Empty, ctx).await;
+        let mut fetched = fetch::fetch(
+            pool,
+            route,
+            retry,
+            key,
+            backend_parts,
+            body,
+            &|| again(via_peer),
+            ctx,
+        )
+        .await;
+        if via_peer {
+            if let Err(error) = &fetched {
+                // No peer answered: the origin, as without peering.
+                tracing::info!(xid = ctx.xid, %error, "peer fetch failed: fetching from the origin");
+                pool = &self.backends.pools[exchange.pool];
+                let parts = again(false);
+                let again = || again(false);
+                fetched =
+                    fetch::fetch(pool, route, retry, key, parts, Body::Empty, &again, ctx).await;
+            }
         }
         let response = match fetched {
             Ok(response) => response,
             Err(error) => {
-                if let Some(fault) = exchange.body_state.fault() {
+                if let Some(fault) = exchange.body_state.as_ref().and_then(|s| s.fault()) {
                     // The client's body failed first: its fault, not the backend's.
                     release(guard, Flight::Abandoned);
                     return self.request_body_refused(ctx, fault, version);
@@ -502,7 +520,7 @@ impl Proxy {
             let decision = policy::storable(
                 &method,
                 exchange.mode,
-                &client_headers,
+                &exchange.cc,
                 stale.status,
                 &merged,
                 rules,
@@ -537,7 +555,7 @@ impl Proxy {
             policy::storable(
                 &method,
                 exchange.mode,
-                &client_headers,
+                &exchange.cc,
                 head.status,
                 &head.headers,
                 rules,
@@ -659,6 +677,43 @@ impl Proxy {
             headers::status_value(cache_status),
         );
         Response::from_parts(head, body)
+    }
+
+    /// The backend's request head made from the client's: see
+    /// [`prepare_backend_request`]; then conditional on `stale`'s validators
+    /// when revalidating (the second value says whether it became
+    /// conditional), or stripped of the client's own conditions (and, for the
+    /// waiting list's writer, its range) when filling the cache; marked for a
+    /// peer when `via_peer`.
+    fn backend_head(
+        &self,
+        mut parts: Parts,
+        client: SocketAddr,
+        exchange: &Exchange,
+        stale: Option<&CachedObject>,
+        for_writer: bool,
+        via_peer: bool,
+    ) -> (Parts, bool) {
+        prepare_backend_request(&mut parts, client, exchange.host.as_deref());
+        let revalidating = match (stale, exchange.mode) {
+            (Some(stale), RequestMode::Lookup) => add_validators(&mut parts.headers, stale),
+            (None, RequestMode::Lookup) if parts.method == Method::GET => {
+                // Fill the cache with the whole representation; the client's
+                // own conditions and range are answered from it afterwards.
+                strip_conditionals(&mut parts.headers);
+                if for_writer {
+                    parts.headers.remove(header::RANGE);
+                }
+                false
+            }
+            _ => false,
+        };
+        if via_peer && self.backends.peers.is_some() {
+            parts
+                .headers
+                .insert(headers::X_SHELLAC_PEER, HeaderValue::from_static("1"));
+        }
+        (parts, revalidating)
     }
 
     /// Whether `[cluster]` peering sends this miss to another peer: the
@@ -848,7 +903,7 @@ impl Proxy {
             route: exchange.route,
             host: exchange.host.clone(),
             cc: CacheControl::default(),
-            body_state: Arc::default(),
+            body_state: None,
         };
         let mut request = Request::new(());
         *request.uri_mut() = parts.uri.clone();
@@ -1076,13 +1131,19 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn strip_conditionals(headers: &mut HeaderMap) {
-    for name in [
+    const CONDITIONALS: [HeaderName; 5] = [
         header::IF_NONE_MATCH,
         header::IF_MODIFIED_SINCE,
         header::IF_MATCH,
         header::IF_UNMODIFIED_SINCE,
         header::IF_RANGE,
-    ] {
+    ];
+    // Most requests have none: one look at the few names they have is
+    // cheaper than five hashed removals.
+    if !headers.keys().any(|name| CONDITIONALS.contains(name)) {
+        return;
+    }
+    for name in CONDITIONALS {
         headers.remove(name);
     }
 }
