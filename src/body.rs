@@ -73,8 +73,10 @@ pub enum Body {
     Incoming(Incoming),
     /// A backend response body under `between_bytes_timeout`.
     Backend(TimedBody),
-    /// A backend response body that is also being stored.
-    Capture(CaptureBody),
+    /// A backend response body that is also being stored. Boxed: it is the
+    /// largest variant and the rarest, and every `Body` (and every response
+    /// that holds one, hits included) is as large as the largest variant.
+    Capture(Box<CaptureBody>),
     /// A client's request body, forwarded as it arrives under `max_request_body`.
     Limited(LimitedBody),
 }
@@ -99,7 +101,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Client),
             Body::Backend(inner) => Pin::new(inner).poll_frame(cx),
-            Body::Capture(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Capture(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
         }
     }

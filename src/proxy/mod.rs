@@ -19,7 +19,9 @@ pub mod range;
 pub mod route;
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -35,7 +37,7 @@ pub use context::{Attempt, Outcome, RequestCtx};
 use crate::access_log::AccessLogger;
 use crate::backend::{Backends, FetchError, Pool};
 use crate::body::{self, Body, CaptureBody, Captured, RequestBodyFault, RequestBodyState};
-use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
+use crate::cache::coalesce::{Outcome as Flight, Role, Waiter, WriterGuard};
 use crate::cache::policy::{self, CacheControl, RequestMode, StoreRules, Usability};
 use crate::cache::{Cache, CacheKey, CachedObject, Found, ObjectStore};
 use crate::config::defaults::{RETRY_AFTER_MAX, RETRY_AFTER_MIN};
@@ -51,6 +53,54 @@ use range::RangeAnswer;
 /// away before it fetches on its own (a bound, not a tuning knob: one
 /// look-up normally suffices).
 const MAX_COLLAPSE_ROUNDS: usize = 3;
+
+/// What [`Proxy::handle`] gives back: the response at once, or the future
+/// that makes it.
+// The large variant is the common one (a hit): boxing it would put back
+// the allocation per hit this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub enum Handled {
+    /// Answered without waiting: a fresh hit, a refusal, a synthetic page.
+    Ready(Response<Body>),
+    /// Waits for a backend, another request's fetch or the second tier.
+    Waiting(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+/// How [`Proxy::start`] ended.
+#[allow(clippy::large_enum_variant)] // as for `Handled`
+enum Started {
+    Answered(Response<Body>),
+    /// Boxed: it is moved several times on its way into the future.
+    Waiting(Box<Waiting>),
+}
+
+/// A request that has to wait, and for what.
+struct Waiting {
+    exchange: Exchange,
+    parts: Parts,
+    body: Body,
+    next: Next,
+}
+
+/// What a look in the cache leads to.
+#[allow(clippy::large_enum_variant)] // as for `Handled`
+enum Next {
+    /// The answer, at once.
+    Answer(Response<Body>),
+    /// A fetch from the backend, outside the waiting list; `stale`, if
+    /// any, is revalidated or stands in on failure.
+    Fetch { stale: Option<Arc<CachedObject>> },
+    /// This request leads the waiting list: the second tier, then the backend.
+    Lead {
+        guard: WriterGuard,
+        stale: Option<Arc<CachedObject>>,
+    },
+    /// Another request is fetching the key: wait for it, then look again.
+    Wait {
+        waiter: Waiter,
+        stale: Option<Arc<CachedObject>>,
+    },
+}
 
 /// Lower-cases a host and drops its port, for route hosts in the configuration.
 pub fn normalize_host(host: &str) -> String {
@@ -167,12 +217,20 @@ impl Proxy {
 
     /// Handles one client request, start to finish. `framing` is what the
     /// server counted in the raw head (HTTP/1), for `limits::check`.
-    pub async fn handle<B>(
+    ///
+    /// What needs no waiting (a fresh hit, a refusal, a synthetic answer)
+    /// is answered here and now, with no future at all; only a request that
+    /// must wait (for a backend, another request's fetch, the second tier)
+    /// gets one, boxed. The pipeline's state machine is several KiB: built
+    /// and moved for every hit, it cost a copy of all of it and an
+    /// allocation per request, and kept in hyper's per-connection slot, it
+    /// held that much memory on every idle keep-alive connection.
+    pub fn handle<B>(
         self: &Arc<Self>,
         req: Request<B>,
         client: SocketAddr,
         framing: Option<limits::RawFraming>,
-    ) -> Response<Body>
+    ) -> Handled
     where
         B: Into<Body>,
     {
@@ -185,16 +243,36 @@ impl Proxy {
         ctx.wants_json = synth::wants_json(req.headers());
         let log_head = self.access_log.is_on().then(|| LogHead::of(&req));
         let uri = req.uri().clone();
-        let mut response = self.process(req, framing, &mut ctx).await;
+        match self.start(req, framing, &mut ctx) {
+            Started::Answered(response) => {
+                Handled::Ready(self.exit(&mut ctx, &uri, log_head, response))
+            }
+            Started::Waiting(waiting) => {
+                let proxy = self.clone();
+                Handled::Waiting(Box::pin(async move {
+                    let response = proxy.wait(waiting, &mut ctx).await;
+                    proxy.exit(&mut ctx, &uri, log_head, response)
+                }))
+            }
+        }
+    }
+
+    /// The single exit: metrics, the debug trace and the access log.
+    fn exit(
+        &self,
+        ctx: &mut RequestCtx,
+        uri: &Uri,
+        log_head: Option<LogHead>,
+        mut response: Response<Body>,
+    ) -> Response<Body> {
         if ctx.retries > 0 {
             response
                 .headers_mut()
                 .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
         }
-        // The single exit: metrics, the debug trace and the access log.
         let status = response.status();
-        self.ops.metrics.record(&ctx, status.as_u16());
-        ctx.trace(&uri, status);
+        self.ops.metrics.record(ctx, status.as_u16());
+        ctx.trace(uri, status);
         if let Some(head) = log_head {
             let bytes = content_length(response.headers());
             self.access_log
@@ -207,26 +285,28 @@ impl Proxy {
         self.ops.next_xid()
     }
 
-    async fn process<B: Into<Body>>(
+    /// Steps 1 to 4 of the pipeline, none of which waits: limits, route, the
+    /// request's mode and the first look in the cache.
+    fn start<B: Into<Body>>(
         self: &Arc<Self>,
         req: Request<B>,
         framing: Option<limits::RawFraming>,
         ctx: &mut RequestCtx,
-    ) -> Response<Body> {
+    ) -> Started {
         // 1. Limits.
         if let Some(retry_after) = self.ops.maintenance(self.config.server.retry_after) {
-            return self.synthetic(ctx, Synthetic::maintenance(retry_after));
+            return Started::Answered(self.synthetic(ctx, Synthetic::maintenance(retry_after)));
         }
         if let Err(refusal) = limits::check(&req, framing, &self.config.server) {
             let response = self.synthetic(ctx, refusal);
-            return close_connection(response, req.version());
+            return Started::Answered(close_connection(response, req.version()));
         }
         if !self.rate_limits.is_empty() {
             if let Some(wait) =
                 self.rate_limits
                     .check(req.uri().path(), ctx.client_ip, req.headers())
             {
-                return self.synthetic(ctx, Synthetic::rate_limited(wait));
+                return Started::Answered(self.synthetic(ctx, Synthetic::rate_limited(wait)));
             }
         }
 
@@ -237,7 +317,7 @@ impl Proxy {
         else {
             let refusal =
                 Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
-            return self.synthetic(ctx, refusal);
+            return Started::Answered(self.synthetic(ctx, refusal));
         };
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         // A GET or HEAD with a body ("fat GET") is passed: the body is
@@ -265,7 +345,7 @@ impl Proxy {
             body_state: None,
         };
         if req.method().as_str() == "PURGE" {
-            return self.purge(ctx, &exchange.key);
+            return Started::Answered(self.purge(ctx, &exchange.key));
         }
         let (parts, body) = req.into_parts();
         let mut body: Body = body.into();
@@ -279,72 +359,118 @@ impl Proxy {
         // 3. Requests that may not use the cache go straight to the backend.
         if exchange.mode != RequestMode::Lookup {
             ctx.outcome = Outcome::Pass;
-            return self.fetch(ctx, &exchange, parts, body, None, None).await;
+            let next = Next::Fetch { stale: None };
+            return Started::Waiting(Box::new(Waiting {
+                exchange,
+                parts,
+                body,
+                next,
+            }));
         }
 
-        // 4. Look up; wait for another request's fetch of the same key.
+        // 4. Look up.
+        match self.look(ctx, &exchange, &parts, 0) {
+            Next::Answer(response) => Started::Answered(response),
+            next => Started::Waiting(Box::new(Waiting {
+                exchange,
+                parts,
+                body,
+                next,
+            })),
+        }
+    }
+
+    /// One look in the cache for `exchange`, and what follows from it: an
+    /// answer (a hit, a refusal), or what to wait for. `rounds`: how many
+    /// times this request has waited for another one's fetch already.
+    fn look(
+        self: &Arc<Self>,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        parts: &Parts,
+        rounds: usize,
+    ) -> Next {
+        let now = Instant::now();
+        let mut stale = None;
+        match self.cache.lookup(&exchange.key, &parts.headers) {
+            Found::Object(object) => {
+                let age = object.age(now);
+                match policy::usability(&object.lifetimes, age, &exchange.cc) {
+                    Usability::Fresh if ctx.collapsed => {
+                        // It waited for another request's fetch: a miss
+                        // that cost the backend nothing.
+                        ctx.outcome = Outcome::Miss;
+                        let status = HeaderValue::from_static("shellac; fwd=uri-miss; collapsed");
+                        return Next::Answer(self.deliver(parts, &object, now, "MISS", status));
+                    }
+                    Usability::Fresh => {
+                        ctx.outcome = Outcome::Hit;
+                        let status = headers::hit_status(ttl_left(&object, now));
+                        return Next::Answer(self.deliver(parts, &object, now, "HIT", status));
+                    }
+                    usable @ (Usability::StaleAccepted | Usability::Grace) => {
+                        ctx.outcome = Outcome::HitStale;
+                        let detail = if usable == Usability::Grace {
+                            self.refresh_in_background(exchange, parts, &object);
+                            "stale-while-revalidate"
+                        } else {
+                            "max-stale"
+                        };
+                        let ttl = ttl_left(&object, now);
+                        let status = format!("shellac; hit; ttl={ttl}; detail={detail}");
+                        let status = headers::status_value(status);
+                        return Next::Answer(self.deliver(
+                            parts,
+                            &object,
+                            now,
+                            "HIT-STALE",
+                            status,
+                        ));
+                    }
+                    Usability::Revalidate => stale = Some(object),
+                }
+            }
+            Found::HitForMiss => {
+                ctx.outcome = Outcome::Miss;
+                ctx.not_stored = Some("hit-for-miss");
+                return Next::Fetch { stale: None };
+            }
+            Found::Miss => {}
+        }
+        if exchange.cc.only_if_cached {
+            let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, "only_if_cached");
+            return Next::Answer(self.synthetic(ctx, refusal));
+        }
+        ctx.outcome = Outcome::Miss;
+        // HEAD is not stored (the backend sends no body to store), so it
+        // neither leads nor joins the waiting list.
+        if parts.method == Method::HEAD || rounds >= MAX_COLLAPSE_ROUNDS {
+            return Next::Fetch { stale };
+        }
+        match self.cache.coalescer.join(&exchange.key) {
+            Role::Writer(guard) => Next::Lead { guard, stale },
+            Role::Waiter(waiter) => Next::Wait { waiter, stale },
+        }
+    }
+
+    /// The rest of the pipeline for a request that waits: for the backend,
+    /// for another request's fetch of the same key (then it looks again), or
+    /// for the second tier.
+    async fn wait(self: &Arc<Self>, waiting: Box<Waiting>, ctx: &mut RequestCtx) -> Response<Body> {
+        let Waiting {
+            exchange,
+            parts,
+            body,
+            mut next,
+        } = *waiting;
         let mut rounds = 0;
         loop {
-            let now = Instant::now();
-            let mut stale = None;
-            match self.cache.lookup(&exchange.key, &parts.headers) {
-                Found::Object(object) => {
-                    let age = object.age(now);
-                    match policy::usability(&object.lifetimes, age, &exchange.cc) {
-                        Usability::Fresh if ctx.collapsed => {
-                            // It waited for another request's fetch: a miss
-                            // that cost the backend nothing.
-                            ctx.outcome = Outcome::Miss;
-                            let status =
-                                HeaderValue::from_static("shellac; fwd=uri-miss; collapsed");
-                            return self.deliver(&parts, &object, now, "MISS", status);
-                        }
-                        Usability::Fresh => {
-                            ctx.outcome = Outcome::Hit;
-                            let status = headers::hit_status(ttl_left(&object, now));
-                            return self.deliver(&parts, &object, now, "HIT", status);
-                        }
-                        Usability::StaleAccepted => {
-                            ctx.outcome = Outcome::HitStale;
-                            let status = format!(
-                                "shellac; hit; ttl={}; detail=max-stale",
-                                ttl_left(&object, now)
-                            );
-                            let status = headers::status_value(status);
-                            return self.deliver(&parts, &object, now, "HIT-STALE", status);
-                        }
-                        Usability::Grace => {
-                            ctx.outcome = Outcome::HitStale;
-                            self.refresh_in_background(&exchange, &parts, &object);
-                            let status = format!(
-                                "shellac; hit; ttl={}; detail=stale-while-revalidate",
-                                ttl_left(&object, now)
-                            );
-                            let status = headers::status_value(status);
-                            return self.deliver(&parts, &object, now, "HIT-STALE", status);
-                        }
-                        Usability::Revalidate => stale = Some(object),
-                    }
+            match next {
+                Next::Answer(response) => return response,
+                Next::Fetch { stale } => {
+                    return self.fetch(ctx, &exchange, parts, body, stale, None).await;
                 }
-                Found::HitForMiss => {
-                    ctx.outcome = Outcome::Miss;
-                    ctx.not_stored = Some("hit-for-miss");
-                    return self.fetch(ctx, &exchange, parts, body, None, None).await;
-                }
-                Found::Miss => {}
-            }
-            if exchange.cc.only_if_cached {
-                let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, "only_if_cached");
-                return self.synthetic(ctx, refusal);
-            }
-            ctx.outcome = Outcome::Miss;
-            // HEAD is not stored (the backend sends no body to store), so it
-            // neither leads nor joins the waiting list.
-            if parts.method == Method::HEAD || rounds >= MAX_COLLAPSE_ROUNDS {
-                return self.fetch(ctx, &exchange, parts, body, stale, None).await;
-            }
-            match self.cache.coalescer.join(&exchange.key) {
-                Role::Writer(guard) => {
+                Next::Lead { guard, stale } => {
                     // The writer asks the shared second tier before the backend.
                     let mut stale = stale;
                     if let Some(object) = self.cache.lookup_l2(&exchange.key, &parts.headers).await
@@ -366,7 +492,7 @@ impl Proxy {
                         .fetch(ctx, &exchange, parts, body, stale, Some(guard))
                         .await;
                 }
-                Role::Waiter(waiter) => {
+                Next::Wait { waiter, stale } => {
                     ctx.collapsed = true;
                     match waiter.outcome().await {
                         Flight::Stored | Flight::Abandoned | Flight::Pending => rounds += 1,
@@ -386,6 +512,7 @@ impl Proxy {
                             return self.synthetic(ctx, refusal);
                         }
                     }
+                    next = self.look(ctx, &exchange, &parts, rounds);
                 }
             }
         }
@@ -621,11 +748,11 @@ impl Proxy {
                         release(guard.take(), Flight::Uncacheable);
                     }
                 });
-                Body::Capture(CaptureBody::new(
+                Body::Capture(Box::new(CaptureBody::new(
                     timed,
                     self.config.cache.max_object_size,
                     on_complete,
-                ))
+                )))
             }
             (decision, body) => {
                 let reason = decision.err();

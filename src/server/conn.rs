@@ -38,6 +38,7 @@ use tokio::time::Sleep;
 
 use super::framing::FramingWatch;
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
+use crate::proxy::Handled;
 
 /// Bytes read from the client per read call (the framing watch sees them
 /// on the way through).
@@ -154,15 +155,20 @@ pub(super) async fn serve_connection(
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .next_head()
         });
-        // Boxed: hyper keeps one slot per connection for the request future,
-        // sized for the largest future the service returns. `handle`'s state
-        // machine is several KiB; unboxed, every connection, even an idle
-        // one, keeps that much touched memory, and each request moves it in.
-        let handled = Box::pin(async move { proxy.handle(req, client, raw).await });
+        // A hit is answered right here; what has to wait comes as a boxed
+        // future (see `Proxy::handle`), so the future hyper keeps in its slot
+        // per connection stays small.
+        let handled = proxy.handle(req, client, raw);
         async move {
-            activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            let response = handled.await;
-            activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let response = match handled {
+                Handled::Ready(response) => response,
+                Handled::Waiting(waiting) => {
+                    activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let response = waiting.await;
+                    activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    response
+                }
+            };
             activity.touch();
             Ok::<_, std::convert::Infallible>(response)
         }
