@@ -328,7 +328,7 @@ impl Proxy {
         } else {
             policy::request_mode(req.method(), req.headers())
         };
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             key: CacheKey::new("http", &key_host(host.as_deref()), target),
             mode: match mode {
                 // `[[route]] pass = true`: neither looked up nor stored.
@@ -349,7 +349,6 @@ impl Proxy {
         }
         let (parts, body) = req.into_parts();
         let mut body: Body = body.into();
-        let mut exchange = exchange;
         if !body.is_end_stream() {
             let state = Arc::<RequestBodyState>::default();
             body = body::limit_request(body, self.config.server.max_request_body, state.clone());
@@ -835,7 +834,7 @@ impl Proxy {
             }
             _ => false,
         };
-        if via_peer && self.backends.peers.is_some() {
+        if via_peer {
             parts
                 .headers
                 .insert(headers::X_SHELLAC_PEER, HeaderValue::from_static("1"));
