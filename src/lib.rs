@@ -29,6 +29,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod host;
 pub mod limits;
 pub mod ops;
 pub mod proxy;

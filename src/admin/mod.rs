@@ -366,7 +366,7 @@ impl Admin {
                 path_regex: None,
                 host: Some(h),
                 tag: None,
-            } => BanMatcher::Host(h.trim().to_ascii_lowercase()),
+            } => BanMatcher::Host(crate::host::for_ban(&h)),
             BanRequest {
                 path_prefix: None,
                 path_regex: None,

@@ -1305,7 +1305,7 @@ fn build_routes(
             Some(h) if h.get_ref().trim().is_empty() => {
                 return Err(loc.error(span(h), "expected a host name, found an empty string"))
             }
-            Some(h) => Some(crate::proxy::normalize_host(h.get_ref()).to_string()),
+            Some(h) => Some(crate::host::normalize(h.get_ref())),
             None => None,
         };
         let path_prefix = match &r.path_prefix {

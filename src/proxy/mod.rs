@@ -18,7 +18,6 @@ pub mod headers;
 pub mod range;
 pub mod route;
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -100,11 +99,6 @@ enum Next {
         waiter: Waiter,
         stale: Option<Arc<CachedObject>>,
     },
-}
-
-/// Lower-cases a host and drops its port, for route hosts in the configuration.
-pub fn normalize_host(host: &str) -> String {
-    route::host_without_port(host.trim()).to_ascii_lowercase()
 }
 
 /// Everything a request needs: configuration, cache and backends.
@@ -329,7 +323,7 @@ impl Proxy {
             policy::request_mode(req.method(), req.headers())
         };
         let mut exchange = Exchange {
-            key: CacheKey::new("http", &key_host(host.as_deref()), target),
+            key: CacheKey::new("http", &crate::host::for_key(host.as_deref()), target),
             mode: match mode {
                 // `[[route]] pass = true`: neither looked up nor stored.
                 _ if route.pass => RequestMode::Pass,
@@ -1062,7 +1056,7 @@ impl Proxy {
     /// when they point at the same host.
     fn invalidate_after_write(&self, key: &CacheKey, host: Option<&str>, response: &HeaderMap) {
         self.cache.purge(key);
-        let host = key_host(host);
+        let host = crate::host::for_key(host);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -1072,7 +1066,7 @@ impl Proxy {
             };
             let same_host = uri
                 .authority()
-                .is_none_or(|a| key_host(Some(a.as_str())) == host);
+                .is_none_or(|a| crate::host::for_key(Some(a.as_str())) == host);
             if let (true, Some(target)) = (same_host, uri.path_and_query()) {
                 self.cache
                     .purge(&CacheKey::new("http", &host, target.as_str()));
@@ -1221,18 +1215,6 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-}
-
-/// The host as it goes into the cache key: lower-cased, `:80` dropped;
-/// borrowed when it already is (the usual case: no allocation per request).
-fn key_host(host: Option<&str>) -> Cow<'_, str> {
-    let host = host.unwrap_or("");
-    let host = host.strip_suffix(":80").unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
 }
 
 /// Whether a backend response's body ends only when the backend closes the
