@@ -1,0 +1,200 @@
+//! What goes out to the client: a stored object as a 200, 304, 206 or 416
+//! (its body shared, never copied), a fetched response with its final
+//! headers, and the headers every proxied response gets (`X-Cache`,
+//! `Cache-Status` per RFC 9211, `Via`; internal fields removed).
+
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::response::Parts as ResponseParts;
+use http::{Method, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+
+use super::range::{self, RangeAnswer};
+use super::{headers, Outcome, Proxy, RequestCtx};
+use crate::body::Body;
+use crate::cache::policy;
+use crate::cache::CachedObject;
+
+impl Proxy {
+    /// A response from a stored object: 304 when the client's condition
+    /// holds, 206/416 for a range, else the whole object. The body is shared,
+    /// not copied.
+    pub(super) fn deliver(
+        &self,
+        parts: &Parts,
+        object: &CachedObject,
+        now: Instant,
+        x_cache: &'static str,
+        cache_status: HeaderValue,
+    ) -> Response<Body> {
+        let mut response = Response::new(Body::Empty);
+        let headers = response.headers_mut();
+        headers.clone_from(&object.headers);
+        headers.insert(header::AGE, headers::age_value(object.age(now).as_secs()));
+        if policy::not_modified(&parts.headers, &object.headers) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        } else {
+            *response.status_mut() = object.status;
+            deliver_body(&mut response, parts, object);
+        }
+        if object.status == StatusCode::OK {
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        self.finish_headers(response.headers_mut(), parts.version, x_cache, cache_status);
+        response
+    }
+
+    /// A fetched response on its way out: its final headers, or a 304 when
+    /// the client's own condition holds (`not_modified`; the body then
+    /// still streams into the cache, in the background).
+    pub(super) fn deliver_fetched(
+        &self,
+        ctx: &RequestCtx,
+        version: Version,
+        mut head: ResponseParts,
+        body: Body,
+        cache_status: String,
+        not_modified: bool,
+    ) -> Response<Body> {
+        let x_cache = if ctx.outcome == Outcome::Pass {
+            "PASS"
+        } else {
+            "MISS"
+        };
+        let cache_status = headers::status_value(cache_status);
+        if not_modified {
+            tokio::spawn(drain(body));
+            let mut response = Response::new(Body::Empty);
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = head.headers;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            self.finish_headers(response.headers_mut(), version, x_cache, cache_status);
+            return response;
+        }
+        self.finish_headers(&mut head.headers, version, x_cache, cache_status);
+        Response::from_parts(head, body)
+    }
+
+    /// The headers every proxied response gets: `X-Cache`, `Cache-Status`
+    /// (RFC 9211), `Via`; targeted cache-control fields removed when configured.
+    fn finish_headers(
+        &self,
+        headers: &mut HeaderMap,
+        version: Version,
+        x_cache: &'static str,
+        cache_status: HeaderValue,
+    ) {
+        headers.insert(headers::X_CACHE, HeaderValue::from_static(x_cache));
+        headers.insert(headers::CACHE_STATUS, cache_status);
+        // One pass over the names instead of three hashed removals: these
+        // fields are rarely there, and this runs on every response.
+        let tag = &self.config.cache.tag_header;
+        let strip_targeted = self.config.cache.strip_targeted;
+        let internal = |name: &HeaderName| {
+            name == tag
+                || (strip_targeted
+                    && (name == policy::SHELLAC_CACHE_CONTROL || name == policy::CDN_CACHE_CONTROL))
+        };
+        if headers.keys().any(internal) {
+            headers.remove(tag);
+            if strip_targeted {
+                headers.remove(policy::SHELLAC_CACHE_CONTROL);
+                headers.remove(policy::CDN_CACHE_CONTROL);
+            }
+        }
+        headers::append_via(headers, version);
+    }
+}
+
+/// The body (whole, a range, or none for 416) of a stored object's
+/// response, with `Content-Range` where it takes one.
+fn deliver_body(response: &mut Response<Body>, parts: &Parts, object: &CachedObject) {
+    let len = object.body.len() as u64;
+    let range = if object.status == StatusCode::OK && parts.method == Method::GET {
+        range::answer(&parts.headers, &object.headers, len)
+    } else {
+        RangeAnswer::Whole
+    };
+    match range {
+        RangeAnswer::Whole => *response.body_mut() = Body::Full(Some(object.body.clone())),
+        RangeAnswer::Part { start, end } => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            *response.body_mut() =
+                Body::Full(Some(object.body.slice(start as usize..=end as usize)));
+            let headers = response.headers_mut();
+            headers.remove(header::CONTENT_LENGTH);
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+        }
+        RangeAnswer::Unsatisfiable => {
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            let headers = response.headers_mut();
+            headers.remove(header::CONTENT_LENGTH);
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+        }
+    }
+    if parts.method == Method::HEAD {
+        // hyper sends no body for HEAD but derives Content-Length from
+        // the body it is given: keep the stored length.
+        *response.body_mut() = Body::Full(Some(object.body.clone()));
+    }
+}
+
+/// The start of a fetched response's `Cache-Status`: how it was forwarded
+/// (`bypass`, `stale` when revalidating, `uri-miss`) and why it is not
+/// stored when that was known before the fetch (hit-for-miss).
+pub(super) fn fetched_cache_status(ctx: &RequestCtx, revalidated: bool) -> String {
+    // Room for the longest value built from it, so it never regrows.
+    let mut cache_status = String::with_capacity(96);
+    cache_status.push_str("shellac; fwd=");
+    cache_status.push_str(match ctx.outcome {
+        Outcome::Pass => "bypass",
+        _ if revalidated => "stale",
+        _ => "uri-miss",
+    });
+    if let Some(reason) = ctx.not_stored {
+        cache_status.push_str("; detail=");
+        cache_status.push_str(reason);
+    }
+    cache_status
+}
+
+/// Asks hyper to close an HTTP/1 connection after `response` (HTTP/2 has no
+/// `Connection` header; its stream ends on its own).
+pub(super) fn close_connection(mut response: Response<Body>, version: Version) -> Response<Body> {
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Reads a body to its end so that a capture completes (background
+/// refreshes; 304s answered while the full response is stored).
+pub(super) async fn drain(body: Body) {
+    let _ = body.collect().await;
+}
+
+/// Seconds of freshness left (negative when stale), for `Cache-Status`.
+pub(super) fn ttl_left(object: &CachedObject, now: Instant) -> i64 {
+    let ttl = object.lifetimes.ttl.as_secs() as i64;
+    ttl - object.age(now).as_secs() as i64
+}
+
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,76 @@
+//! The route phase: the facts about the client's request that every later
+//! phase needs — its route and pool, its cache key, whether it may use the
+//! cache at all, and its `Cache-Control` — worked out once.
+
+use std::sync::Arc;
+
+use http::header;
+use http::uri::PathAndQuery;
+use http::Request;
+
+use super::route;
+use crate::body::RequestBodyState;
+use crate::cache::policy::{self, CacheControl, RequestMode};
+use crate::cache::CacheKey;
+use crate::config::RouteConfig;
+use crate::limits;
+
+/// The facts about the client's request that later phases need.
+pub(super) struct Exchange {
+    pub(super) key: CacheKey,
+    pub(super) mode: RequestMode,
+    pub(super) pool: usize,
+    /// Index into the configuration's routes, for their overrides.
+    pub(super) route: usize,
+    pub(super) host: Option<String>,
+    /// Directives of the client's `Cache-Control`.
+    pub(super) cc: CacheControl,
+    /// Why the client's request body was cut off, if it was; none for a
+    /// request without a body (most of them), which then costs no allocation.
+    pub(super) body_state: Option<Arc<RequestBodyState>>,
+}
+
+impl Exchange {
+    /// The exchange for `req` under the first matching route; none when no
+    /// route matches.
+    pub(super) fn of<B>(req: &Request<B>, routes: &[RouteConfig]) -> Option<Exchange> {
+        let host = request_host(req).map(str::to_string);
+        let route = route::select(routes, req.method(), host.as_deref(), req.uri().path())?;
+        let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        // A GET or HEAD with a body ("fat GET") is passed: the body is
+        // forwarded untouched, but a response that may depend on it is
+        // neither served from nor stored under a key that ignores it.
+        let mode = if limits::has_body(req) {
+            RequestMode::Pass
+        } else {
+            policy::request_mode(req.method(), req.headers())
+        };
+        Some(Exchange {
+            key: CacheKey::new("http", &crate::host::for_key(host.as_deref()), target),
+            mode: match mode {
+                // `[[route]] pass = true`: neither looked up nor stored.
+                _ if route.pass => RequestMode::Pass,
+                mode => mode,
+            },
+            pool: route.pool,
+            route: routes
+                .iter()
+                .position(|r| std::ptr::eq(r, route))
+                .unwrap_or(0),
+            host,
+            cc: CacheControl::from_headers(req.headers()),
+            body_state: None,
+        })
+    }
+}
+
+/// The host a request is for: the authority of an absolute-form target
+/// (which RFC 9112 §3.2.2 says wins over `Host`), else the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+}

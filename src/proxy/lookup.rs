@@ -1,0 +1,84 @@
+//! The look phase's verdicts: what a stored object found in the cache (or
+//! in the shared second tier) means for this request — a fresh hit, a
+//! stale answer within grace or `max-stale` (with one background refresh),
+//! or an object to revalidate.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::Response;
+
+use super::deliver::ttl_left;
+use super::{headers, Exchange, Outcome, Proxy, RequestCtx};
+use crate::body::Body;
+use crate::cache::policy::{self, Usability};
+use crate::cache::CachedObject;
+
+impl Proxy {
+    /// The answer from a stored `object`, or the object back when it must
+    /// be revalidated with the backend first.
+    pub(super) fn serve_stored(
+        self: &Arc<Self>,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        parts: &Parts,
+        object: Arc<CachedObject>,
+        now: Instant,
+    ) -> Result<Response<Body>, Arc<CachedObject>> {
+        let age = object.age(now);
+        match policy::usability(&object.lifetimes, age, &exchange.cc) {
+            Usability::Fresh if ctx.collapsed => {
+                // It waited for another request's fetch: a miss
+                // that cost the backend nothing.
+                ctx.outcome = Outcome::Miss;
+                let status = HeaderValue::from_static("shellac; fwd=uri-miss; collapsed");
+                Ok(self.deliver(parts, &object, now, "MISS", status))
+            }
+            Usability::Fresh => {
+                ctx.outcome = Outcome::Hit;
+                let status = headers::hit_status(ttl_left(&object, now));
+                Ok(self.deliver(parts, &object, now, "HIT", status))
+            }
+            usable @ (Usability::StaleAccepted | Usability::Grace) => {
+                ctx.outcome = Outcome::HitStale;
+                let detail = if usable == Usability::Grace {
+                    self.refresh_in_background(exchange, parts, &object);
+                    "stale-while-revalidate"
+                } else {
+                    "max-stale"
+                };
+                let ttl = ttl_left(&object, now);
+                let status = format!("shellac; hit; ttl={ttl}; detail={detail}");
+                let status = headers::status_value(status);
+                Ok(self.deliver(parts, &object, now, "HIT-STALE", status))
+            }
+            Usability::Revalidate => Err(object),
+        }
+    }
+
+    /// The waiting list's writer looks in the second tier (`[cache.l2]`)
+    /// before the backend: a fresh object there is a hit; a stale one
+    /// joins `stale` as the object to revalidate or fall back on.
+    pub(super) async fn look_l2(
+        &self,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        parts: &Parts,
+        stale: Option<Arc<CachedObject>>,
+    ) -> Result<Response<Body>, Option<Arc<CachedObject>>> {
+        let Some(object) = self.cache.lookup_l2(&exchange.key, &parts.headers).await else {
+            return Err(stale);
+        };
+        let now = Instant::now();
+        let usable = policy::usability(&object.lifetimes, object.age(now), &exchange.cc);
+        if usable == Usability::Fresh {
+            ctx.outcome = Outcome::Hit;
+            let status = format!("shellac; hit; ttl={}; detail=l2", ttl_left(&object, now));
+            let status = headers::status_value(status);
+            return Ok(self.deliver(parts, &object, now, "HIT", status));
+        }
+        Err(stale.or(Some(object)))
+    }
+}

@@ -1,0 +1,319 @@
+//! What a fetched response does to the cache: whether it may be stored
+//! (RFC 9111 via `cache::policy`, plus `[[route]]` overrides), storing it
+//! while it streams to the client, hit-for-miss when it may not be, the
+//! refresh of a stale object by a 304, the one background refresh in
+//! grace, and invalidation (unsafe methods, `PURGE`).
+//!
+//! Every path releases the waiting list's writer guard with the outcome
+//! the waiters need: `Stored`, `Uncacheable` or (elsewhere) `Failed`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::response::Parts as ResponseParts;
+use http::uri::Uri;
+use http::{Method, Request, Response, StatusCode};
+
+use super::upstream::ClientHead;
+use super::{deliver, release, Exchange, Outcome, Proxy, RequestCtx};
+use crate::body::{Body, CaptureBody, Captured};
+use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
+use crate::cache::policy::{self, CacheControl, Lifetimes, NotStored, RequestMode, StoreRules};
+use crate::cache::{CacheKey, CachedObject};
+use crate::synth::Synthetic;
+
+impl Proxy {
+    /// Whether the fetched response may be stored, and for how long. Only a
+    /// GET that may use the cache stores; a close-delimited body never does
+    /// (its end cannot be told from a cut).
+    pub(super) fn storable(
+        &self,
+        exchange: &Exchange,
+        method: &Method,
+        head: &ResponseParts,
+        close_delimited: bool,
+    ) -> Result<Lifetimes, NotStored> {
+        if *method != Method::GET || exchange.mode == RequestMode::Pass {
+            return Err(NotStored::Method);
+        }
+        let lifetimes = policy::storable(
+            method,
+            exchange.mode,
+            &exchange.cc,
+            head.status,
+            &head.headers,
+            self.store_rules(),
+        )
+        .map(|lifetimes| self.route_overrides(exchange, lifetimes))?;
+        if close_delimited {
+            return Err(NotStored::CloseDelimited);
+        }
+        Ok(lifetimes)
+    }
+
+    /// The body to send: one that stores itself into the cache as it streams
+    /// when `decision` allows it and the object fits `max_object_size`,
+    /// else the backend's body as it is (and hit-for-miss when the
+    /// response itself made it uncacheable). Appends `; stored` to
+    /// `cache_status` when storing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_or_pass(
+        &self,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        client_headers: HeaderMap,
+        head: &ResponseParts,
+        body: Body,
+        decision: Result<Lifetimes, NotStored>,
+        times: (SystemTime, SystemTime),
+        guard: Option<WriterGuard>,
+        cache_status: &mut String,
+    ) -> Body {
+        let too_big = deliver::content_length(&head.headers)
+            .is_some_and(|len| len > self.config.cache.max_object_size);
+        match (decision, body) {
+            (Ok(lifetimes), Body::Backend(timed)) if !too_big => {
+                let initial_age = policy::initial_age(&head.headers, times.0, times.1);
+                let mut stored_headers = head.headers.clone();
+                stored_headers.remove(header::AGE);
+                for field in policy::qualified_fields(&head.headers) {
+                    stored_headers.remove(field.as_str());
+                }
+                cache_status.push_str("; stored");
+                let cache = self.cache.clone();
+                let key = exchange.key.clone();
+                let status = head.status;
+                let hit_for_miss = self.config.cache.hit_for_miss;
+                let mut guard = guard;
+                let on_complete = Box::new(move |captured: Captured| match captured {
+                    Captured::Complete(bytes) => {
+                        let object = CachedObject::new(
+                            status,
+                            stored_headers,
+                            bytes,
+                            initial_age,
+                            lifetimes,
+                        );
+                        cache.insert(&key, &client_headers, Arc::new(object));
+                        release(guard.take(), Flight::Stored);
+                    }
+                    Captured::TooLarge => {
+                        cache.mark_hit_for_miss(&key, hit_for_miss);
+                        release(guard.take(), Flight::Uncacheable);
+                    }
+                });
+                Body::Capture(Box::new(CaptureBody::new(
+                    timed,
+                    self.config.cache.max_object_size,
+                    on_complete,
+                )))
+            }
+            (decision, body) => {
+                let reason = decision.err();
+                ctx.not_stored = reason
+                    .map(NotStored::as_str)
+                    .or(too_big.then_some("too-large"));
+                let response_made_it_uncacheable =
+                    too_big || reason.is_some_and(|r| r.is_response_decision());
+                if guard.is_some() && response_made_it_uncacheable {
+                    self.cache
+                        .mark_hit_for_miss(&exchange.key, self.config.cache.hit_for_miss);
+                }
+                release(guard, Flight::Uncacheable);
+                body
+            }
+        }
+    }
+
+    /// A 304 to our own conditional request: the stale object, refreshed
+    /// with the 304's headers and a new age, is stored again (when it still
+    /// may be) and delivered.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refresh_stale(
+        &self,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        client: &ClientHead,
+        head: &ResponseParts,
+        stale: &CachedObject,
+        times: (SystemTime, SystemTime),
+        guard: Option<WriterGuard>,
+    ) -> Response<Body> {
+        let initial_age = || policy::initial_age(&head.headers, times.0, times.1);
+        let mut merged = stale.headers.clone();
+        for (name, value) in &head.headers {
+            merged.insert(name.clone(), value.clone());
+        }
+        let decision = policy::storable(
+            &client.method,
+            exchange.mode,
+            &exchange.cc,
+            stale.status,
+            &merged,
+            self.store_rules(),
+        )
+        .map(|lifetimes| self.route_overrides(exchange, lifetimes));
+        let refreshed = match decision {
+            Ok(lifetimes) => {
+                let refreshed =
+                    Arc::new(stale.revalidated(&head.headers, initial_age(), lifetimes));
+                self.cache
+                    .insert(&exchange.key, &client.headers, refreshed.clone());
+                release(guard, Flight::Stored);
+                refreshed
+            }
+            Err(reason) => {
+                ctx.not_stored = Some(reason.as_str());
+                release(guard, Flight::Uncacheable);
+                Arc::new(stale.revalidated(&head.headers, initial_age(), stale.lifetimes))
+            }
+        };
+        self.deliver(
+            &client.parts(),
+            &refreshed,
+            Instant::now(),
+            "MISS",
+            HeaderValue::from_static("shellac; fwd=stale; fwd-status=304; stored"),
+        )
+    }
+
+    /// `[[route]] ttl` and `grace` replace what the response said.
+    fn route_overrides(&self, exchange: &Exchange, mut lifetimes: Lifetimes) -> Lifetimes {
+        let route = &self.config.routes[exchange.route];
+        if let Some(ttl) = route.ttl {
+            lifetimes.ttl = ttl;
+        }
+        if let (Some(grace), false) = (route.grace, lifetimes.must_revalidate) {
+            lifetimes.grace = grace;
+            lifetimes.stale_if_error = lifetimes.stale_if_error.max(grace + lifetimes.keep);
+        }
+        lifetimes
+    }
+
+    fn store_rules(&self) -> StoreRules {
+        let c = &self.config.cache;
+        StoreRules {
+            default_ttl: c.default_ttl,
+            heuristic_max: c.heuristic_max,
+            default_grace: c.default_grace,
+            default_keep: c.default_keep,
+            store_errors: c.store_errors,
+        }
+    }
+
+    /// Starts one background fetch for a stale object served in grace, unless
+    /// one is already running for the key.
+    pub(super) fn refresh_in_background(
+        self: &Arc<Self>,
+        exchange: &Exchange,
+        parts: &http::request::Parts,
+        stale: &Arc<CachedObject>,
+    ) {
+        let Role::Writer(guard) = self.cache.coalescer.join(&exchange.key) else {
+            return;
+        };
+        let proxy = self.clone();
+        let exchange = Exchange {
+            key: exchange.key.clone(),
+            mode: exchange.mode,
+            pool: exchange.pool,
+            route: exchange.route,
+            host: exchange.host.clone(),
+            cc: CacheControl::default(),
+            body_state: None,
+        };
+        let mut request = Request::new(());
+        *request.uri_mut() = parts.uri.clone();
+        *request.headers_mut() = parts.headers.clone();
+        request.headers_mut().remove(header::CACHE_CONTROL);
+        let (bg_parts, ()) = request.into_parts();
+        let stale = stale.clone();
+        let client = SocketAddr::from(([127, 0, 0, 1], 0));
+        tokio::spawn(async move {
+            let mut ctx = RequestCtx::new(proxy.xid(), client, Method::GET);
+            ctx.outcome = Outcome::Miss;
+            let uri = bg_parts.uri.clone();
+            let response = proxy
+                .fetch(
+                    &mut ctx,
+                    &exchange,
+                    bg_parts,
+                    Body::Empty,
+                    Some(stale),
+                    Some(guard),
+                )
+                .await;
+            let status = response.status();
+            deliver::drain(response.into_body()).await;
+            tracing::debug!(xid = ctx.xid, %uri, status = status.as_u16(), "background refresh done");
+        });
+    }
+
+    /// RFC 9111 §4.4: the target URI, and `Location` / `Content-Location`
+    /// when they point at the same host.
+    pub(super) fn invalidate_after_write(
+        &self,
+        key: &CacheKey,
+        host: Option<&str>,
+        response: &HeaderMap,
+    ) {
+        self.cache.purge(key);
+        let host = crate::host::for_key(host);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(location) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = location.parse::<Uri>() else {
+                continue;
+            };
+            let same_host = uri
+                .authority()
+                .is_none_or(|a| crate::host::for_key(Some(a.as_str())) == host);
+            if let (true, Some(target)) = (same_host, uri.path_and_query()) {
+                self.cache
+                    .purge(&CacheKey::new("http", &host, target.as_str()));
+            }
+        }
+    }
+
+    /// `PURGE`: removes every variant of the URL, for clients in
+    /// `[cache] purge_allow` (403 for others; 405 when the list is empty).
+    pub(super) fn purge(&self, ctx: &mut RequestCtx, key: &CacheKey) -> Response<Body> {
+        let allow = &self.config.cache.purge_allow;
+        if allow.is_empty() {
+            return self.synthetic(
+                ctx,
+                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, "purge_not_enabled"),
+            );
+        }
+        if !allow.iter().any(|net| net.contains(&ctx.client_ip)) {
+            return self.synthetic(
+                ctx,
+                Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"),
+            );
+        }
+        self.cache.purge(key);
+        ctx.outcome = Outcome::Synth;
+        ctx.error = Some("purge");
+        tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
+        let mut response = Response::new(Body::full("Purged\n"));
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// Whether a backend response's body ends only when the backend closes the
+/// connection (RFC 9112 §6.3 item 8): a body that may have a status to carry
+/// one, with neither `Content-Length` nor `Transfer-Encoding`.
+pub(super) fn is_close_delimited(method: &Method, head: &ResponseParts) -> bool {
+    let bodyless = *method == Method::HEAD
+        || head.status.is_informational()
+        || matches!(head.status.as_u16(), 204 | 304);
+    !bodyless
+        && !head.headers.contains_key(header::CONTENT_LENGTH)
+        && !head.headers.contains_key(header::TRANSFER_ENCODING)
+}
