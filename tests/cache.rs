@@ -605,3 +605,42 @@ async fn waiters_get_the_writers_failure_without_another_fetch() {
         "waiters must not repeat a failing fetch"
     );
 }
+
+/// Issue 15 item 14: `Host: private.example.com.` (a trailing dot, the
+/// same fully-qualified name) must meet the `pass = true` route written for
+/// `private.example.com`, as nginx matches it, and never be cached; and the
+/// dotted and plain spellings of a cached host share one cache entry.
+#[tokio::test]
+async fn a_trailing_dot_in_host_is_the_same_host() {
+    let origin = Origin::fixed(Reply::ok("page").header("cache-control", "max-age=60")).await;
+    let shellac = Shellac::start(&config(
+        origin.addr,
+        "[[route]]\nhost = \"private.example.com\"\npass = true\n[[route]]\n",
+    ))
+    .await;
+    for _ in 0..2 {
+        let got = send(
+            shellac.addr,
+            "GET",
+            "/p",
+            &[("host", "private.example.com.")],
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.header("x-cache"),
+            Some("PASS"),
+            "the pass route applies"
+        );
+    }
+    assert_eq!(origin.requests(), 2, "a passed request is never cached");
+    let plain = send(shellac.addr, "GET", "/s", &[("host", "www.example.com")]).await;
+    assert_eq!(plain.header("x-cache"), Some("MISS"));
+    let dotted = send(shellac.addr, "GET", "/s", &[("host", "WWW.example.com.")]).await;
+    assert_eq!(
+        dotted.header("x-cache"),
+        Some("HIT"),
+        "one entry for both spellings"
+    );
+    assert_eq!(origin.requests(), 3);
+}
