@@ -225,9 +225,28 @@ fn add_validators(headers: &mut HeaderMap, stale: &CachedObject) -> bool {
     added
 }
 
+/// RFC 9113 §8.2.3: an HTTP/2 client may split `Cookie` into one field per
+/// cookie ("crumbs") for better compression; before the request goes to an
+/// HTTP/1.1 backend they are joined into one field with `"; "`, since many
+/// HTTP/1.1 servers read only the first `Cookie` line.
+fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (crumbs.next(), crumbs.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for crumb in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Turns the client's request head into the backend's: origin-form target,
 /// HTTP/1.1, `Host` kept (set from the authority for HTTP/2 and
-/// absolute-form), hop-by-hop headers dropped, `X-Forwarded-For` and `Via` added.
+/// absolute-form), hop-by-hop headers dropped, HTTP/2 cookie crumbs joined, `X-Forwarded-For` and `Via` added.
 fn prepare_backend_request(parts: &mut Parts, client: SocketAddr, host: Option<&str>) {
     let received = parts.version;
     if parts.uri.authority().is_some() {
@@ -240,6 +259,9 @@ fn prepare_backend_request(parts: &mut Parts, client: SocketAddr, host: Option<&
     }
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
+    if received == Version::HTTP_2 {
+        join_cookie_crumbs(&mut parts.headers);
+    }
     // Only an absolute-form target's authority differs from `Host`
     // (RFC 9112 §3.2.2); re-inserting an equal value would cost a copy.
     if let Some(host) = host {
