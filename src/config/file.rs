@@ -3,11 +3,13 @@
 //! their position (`Spanned`) so the error can name the line.
 //!
 //! Nothing outside `config/` sees these types: `config::Config` is the
-//! validated form.
+//! validated form. The keys `[defaults]` and `[[backend]]` share are not
+//! written here but expanded from the one list in `settings.rs`.
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::settings::backend_settings;
 use super::units::{ByteSize, ConfigDuration};
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,65 +102,43 @@ pub(super) struct RawCache {
     pub(super) l2: Option<RawL2>,
 }
 
-/// The settings `[defaults]` sets for every backend and each `[[backend]]`
-/// may override. Listed twice (here and in `RawBackend`) because serde's
-/// `flatten` cannot be combined with `deny_unknown_fields`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawBackendSettings {
-    pub(super) connect_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) first_byte_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) between_bytes_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) http_resp_hdr_len: Option<Spanned<ByteSize>>,
-    pub(super) http_resp_size: Option<Spanned<ByteSize>>,
-    pub(super) backend_idle_timeout: Option<ConfigDuration>,
-    pub(super) max_connections: Option<Spanned<i64>>,
-    pub(super) consecutive_failures: Option<Spanned<i64>>,
-    pub(super) ejection_time: Option<Spanned<ConfigDuration>>,
-    pub(super) queue_length: Option<Spanned<i64>>,
-    pub(super) queue_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) probe: Option<RawProbe>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawBackend {
-    pub(super) name: Option<Spanned<String>>,
-    pub(super) address: Spanned<String>,
-    pub(super) connect_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) first_byte_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) between_bytes_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) http_resp_hdr_len: Option<Spanned<ByteSize>>,
-    pub(super) http_resp_size: Option<Spanned<ByteSize>>,
-    pub(super) backend_idle_timeout: Option<ConfigDuration>,
-    pub(super) max_connections: Option<Spanned<i64>>,
-    pub(super) consecutive_failures: Option<Spanned<i64>>,
-    pub(super) ejection_time: Option<Spanned<ConfigDuration>>,
-    pub(super) queue_length: Option<Spanned<i64>>,
-    pub(super) queue_timeout: Option<Spanned<ConfigDuration>>,
-    pub(super) probe: Option<RawProbe>,
-    pub(super) weight: Option<Spanned<i64>>,
-}
-
-impl RawBackend {
-    /// This backend's own settings, in the shape of `[defaults]`.
-    pub(super) fn settings(&self) -> RawBackendSettings {
-        RawBackendSettings {
-            connect_timeout: self.connect_timeout.clone(),
-            first_byte_timeout: self.first_byte_timeout.clone(),
-            between_bytes_timeout: self.between_bytes_timeout.clone(),
-            http_resp_hdr_len: self.http_resp_hdr_len.clone(),
-            http_resp_size: self.http_resp_size.clone(),
-            backend_idle_timeout: self.backend_idle_timeout,
-            max_connections: self.max_connections.clone(),
-            consecutive_failures: self.consecutive_failures.clone(),
-            ejection_time: self.ejection_time.clone(),
-            queue_length: self.queue_length.clone(),
-            queue_timeout: self.queue_timeout.clone(),
-            probe: self.probe.clone(),
+/// Declares a raw struct whose fields are `$before`, then the per-backend
+/// settings of [`backend_settings!`], then `$after` (serde's order, which
+/// its "unknown field, expected one of" message follows).
+macro_rules! with_backend_settings {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident { $($before:tt)* } then { $($after:tt)* }
+        $($key:ident: $raw:ty => $check:ident $(($($arg:expr),*))?;)*
+    ) => {
+        $(#[$meta])*
+        pub(super) struct $name {
+            $($before)*
+            $(pub(super) $key: Option<$raw>,)*
+            $($after)*
         }
-    }
+    };
 }
+
+backend_settings!(with_backend_settings! {
+    /// `[defaults]`: the settings every backend gets unless it sets its own.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawBackendSettings {} then {}
+});
+
+backend_settings!(with_backend_settings! {
+    /// One `[[backend]]`: where it is, its weight, and its own settings,
+    /// each overriding the `[defaults]` one.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawBackend {
+        pub(super) name: Option<Spanned<String>>,
+        pub(super) address: Spanned<String>,
+    } then {
+        pub(super) weight: Option<Spanned<i64>>,
+    }
+});
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,7 +164,7 @@ pub(super) struct RawRoute {
 
 /// `[defaults.probe]` or `[backend.probe]`: a Varnish-style health probe.
 /// A backend's own probe table overrides `[defaults.probe]` key by key.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProbe {
     pub(super) url: Option<Spanned<String>>,

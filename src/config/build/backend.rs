@@ -1,0 +1,130 @@
+//! `[[backend]]` with `[defaults]` applied: each backend's own value wins,
+//! then the `[defaults]` one, then the built-in default.
+//!
+//! The merge is expanded from the one list in `config/settings.rs`, so a new
+//! backend setting is added there (and to [`BackendConfig`]) and nowhere
+//! else. `[defaults]` is checked even when every backend overrides it, so a
+//! typo there never waits for the day a new backend relies on it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use super::probe;
+use crate::config::check::{int_in, positive_duration, positive_size, resolve, span};
+use crate::config::defaults;
+use crate::config::error::{ConfigError, Locator};
+use crate::config::file::{RawBackend, RawBackendSettings};
+use crate::config::settings::backend_settings;
+use crate::config::BackendConfig;
+
+/// Every `[[backend]]`, named (`backend<i>` when unnamed), resolved and with
+/// `[defaults]` applied; at least one is required.
+pub(super) fn build(
+    dflt: &RawBackendSettings,
+    raw: &[RawBackend],
+    loc: &Locator<'_>,
+) -> Result<Vec<BackendConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(loc.error_at_key(
+            None,
+            "backend",
+            "expected at least one [[backend]] with an address, found none",
+        ));
+    }
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.len());
+    for (i, b) in raw.iter().enumerate() {
+        let backend = backend(i, b, dflt, &backends, loc)?;
+        backends.push(backend);
+    }
+    let mut scratch = BackendConfig::with_defaults("defaults", (Ipv4Addr::LOCALHOST, 0).into());
+    scratch.address = String::from("localhost");
+    merge(dflt, None, &mut scratch, loc)?;
+    Ok(backends)
+}
+
+/// The `i`th `[[backend]]`; `earlier` are the ones before it (names are unique).
+fn backend(
+    i: usize,
+    b: &RawBackend,
+    dflt: &RawBackendSettings,
+    earlier: &[BackendConfig],
+    loc: &Locator<'_>,
+) -> Result<BackendConfig, ConfigError> {
+    let name = match &b.name {
+        Some(n) if n.get_ref().trim().is_empty() => {
+            return Err(loc.error(span(n), "expected a non-empty backend name"))
+        }
+        Some(n) => n.get_ref().clone(),
+        None => format!("backend{i}"),
+    };
+    if earlier.iter().any(|other| other.name == name) {
+        let at = b.name.as_ref().map(|n| n.span()).or(Some(b.address.span()));
+        return Err(loc.error_at_key(
+            at,
+            &format!("backend[{i}].name"),
+            format!("expected a unique backend name, \"{name}\" is used twice"),
+        ));
+    }
+    let address = b.address.get_ref().clone();
+    let addr: SocketAddr = resolve(&address)
+        .map_err(|m| loc.error(span(&b.address), m))?
+        .remove(0);
+    let mut backend = BackendConfig::with_defaults(&name, addr);
+    backend.address = address;
+    merge(dflt, Some(b), &mut backend, loc)?;
+    backend.weight = int_in(
+        b.weight.as_ref(),
+        i64::from(defaults::WEIGHT),
+        1..=i64::from(defaults::WEIGHT_MAX),
+        "a weight",
+        loc,
+    )? as u32;
+    Ok(backend)
+}
+
+/// One setting: `$own` (the backend's value) over `$dflt` (the `[defaults]`
+/// one) over what `$into.$key` holds already (the built-in default), checked
+/// as `settings.rs` says.
+macro_rules! merge_one {
+    (positive_duration, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+        $into.$key = positive_duration($own.or($dflt), $into.$key, $loc)?
+    };
+    (duration, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+        $into.$key = $own.or($dflt).map_or($into.$key, |d| d.0)
+    };
+    (positive_size, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+        $into.$key = positive_size($own.or($dflt), $into.$key as u64, $loc)?
+    };
+    (int_in($range:expr, $what:expr), $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+        $into.$key = int_in($own.or($dflt), $into.$key as i64, $range, $what, $loc)? as _
+    };
+    // Key by key, and `url` or `request` as one choice: see `probe.rs`.
+    (probe, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+        $into.$key = probe::build($dflt, $own, &$into.address, $loc)?
+    };
+}
+
+/// Expands the list of `settings.rs` into [`merge`].
+macro_rules! merge_settings {
+    ($($key:ident: $raw:ty => $check:ident $(($($arg:expr),*))?;)*) => {
+        /// Writes `[defaults]` (`dflt`) under one backend's own settings
+        /// (`own`; `None` checks `[defaults]` alone) into `into`, which holds
+        /// the built-in defaults. The settings are checked in the list's order.
+        fn merge(
+            dflt: &RawBackendSettings,
+            own: Option<&RawBackend>,
+            into: &mut BackendConfig,
+            loc: &Locator<'_>,
+        ) -> Result<(), ConfigError> {
+            $(merge_one!(
+                $check $(($($arg),*))?,
+                into.$key,
+                dflt.$key.as_ref(),
+                own.and_then(|o| o.$key.as_ref()),
+                loc
+            );)*
+            Ok(())
+        }
+    };
+}
+
+backend_settings!(merge_settings! {});

@@ -1,0 +1,42 @@
+//! `[cache]`: the in-memory store's size and lifetimes, and who may purge.
+//! Its sub-table `[cache.l2]` is built in `l2.rs`.
+
+use http::HeaderName;
+
+use super::l2;
+use crate::config::check::{cidrs, positive_size, span};
+use crate::config::defaults;
+use crate::config::error::{ConfigError, Locator};
+use crate::config::file::RawCache;
+use crate::config::CacheConfig;
+
+/// `[cache]`, with `[cache.l2]` when present.
+pub(super) fn build(c: &RawCache, loc: &Locator<'_>) -> Result<CacheConfig, ConfigError> {
+    Ok(CacheConfig {
+        capacity: positive_size(c.capacity.as_ref(), defaults::CACHE_CAPACITY, loc)? as u64,
+        default_ttl: c.default_ttl.map_or(defaults::DEFAULT_TTL, |d| d.0),
+        max_object_size: c.max_object_size.map_or(defaults::MAX_OBJECT_SIZE, |s| s.0),
+        store_errors: c.store_errors.unwrap_or(defaults::STORE_ERRORS),
+        default_grace: c.default_grace.map_or(defaults::DEFAULT_GRACE, |d| d.0),
+        default_keep: c.default_keep.map_or(defaults::DEFAULT_KEEP, |d| d.0),
+        hit_for_miss: c.hit_for_miss.map_or(defaults::HIT_FOR_MISS, |d| d.0),
+        heuristic_max: c.heuristic_max.map_or(defaults::HEURISTIC_MAX, |d| d.0),
+        strip_targeted: c.strip_targeted.unwrap_or(defaults::STRIP_TARGETED),
+        purge_allow: cidrs(c.purge_allow.as_deref(), "cache.purge_allow", loc)?,
+        tag_header: match &c.tag_header {
+            None => HeaderName::from_static(defaults::TAG_HEADER),
+            Some(name) => {
+                HeaderName::from_bytes(name.get_ref().trim().as_bytes()).map_err(|_| {
+                    loc.error(
+                        span(name),
+                        format!("expected a header name, found \"{}\"", name.get_ref()),
+                    )
+                })?
+            }
+        },
+        l2: match &c.l2 {
+            None => None,
+            Some(raw) => Some(l2::build(raw, loc)?),
+        },
+    })
+}

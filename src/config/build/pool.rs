@@ -1,0 +1,63 @@
+//! `[[pool]]`: named groups of backends and how each picks among its
+//! healthy ones. Without any `[[pool]]`, every backend joins the implicit
+//! pool `default`, so a file with backends alone still serves.
+
+use crate::config::check::{lookup, span};
+use crate::config::defaults;
+use crate::config::error::{ConfigError, Locator};
+use crate::config::file::RawPool;
+use crate::config::{BackendConfig, Policy, PoolConfig};
+
+/// Every `[[pool]]`, its members resolved to indices into `backends`.
+pub(super) fn build(
+    raw: &[RawPool],
+    backends: &[BackendConfig],
+    loc: &Locator<'_>,
+) -> Result<Vec<PoolConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(vec![PoolConfig {
+            name: defaults::POOL_NAME.to_string(),
+            policy: Policy::RoundRobin,
+            backends: (0..backends.len()).collect(),
+        }]);
+    }
+    let mut pools: Vec<PoolConfig> = Vec::with_capacity(raw.len());
+    for p in raw {
+        let name = p.name.get_ref().clone();
+        if pools.iter().any(|other| other.name == name) {
+            return Err(loc.error(
+                span(&p.name),
+                format!("expected a unique pool name, \"{name}\" is used twice"),
+            ));
+        }
+        let policy = match p.policy.as_ref() {
+            None => Policy::RoundRobin,
+            Some(name) => Policy::from_name(name.get_ref()).ok_or_else(|| {
+                loc.error(
+                    span(name),
+                    format!(
+                        "expected a policy from: {}; found \"{}\"",
+                        Policy::NAMES.join(", "),
+                        name.get_ref()
+                    ),
+                )
+            })?,
+        };
+        if p.backends.get_ref().is_empty() {
+            return Err(loc.error(span(&p.backends), "expected at least one backend name"));
+        }
+        let mut members = Vec::new();
+        for member in p.backends.get_ref() {
+            let names = backends.iter().map(|b| b.name.as_str());
+            let index = lookup("[[backend]]", names, member.get_ref())
+                .map_err(|m| loc.error(span(member), m))?;
+            members.push(index);
+        }
+        pools.push(PoolConfig {
+            name,
+            policy,
+            backends: members,
+        });
+    }
+    Ok(pools)
+}
