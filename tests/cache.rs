@@ -451,10 +451,13 @@ async fn only_if_cached_gets_504_on_a_miss() {
     assert_eq!(hit.status, 200);
 }
 
+/// RFC 9111's request directives, with `honor_request_cache_control = true`
+/// (since issue 15 item 11 the default ignores them, as Varnish does).
 #[tokio::test]
-async fn request_directives_force_a_fetch() {
+async fn request_directives_force_a_fetch_when_honoured() {
     let origin = Origin::fixed(Reply::ok("x").header("cache-control", "max-age=60")).await;
-    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let honour = "[cache]\nhonor_request_cache_control = true\n";
+    let shellac = Shellac::start(&config(origin.addr, honour)).await;
     get(shellac.addr, "/q").await;
     send(shellac.addr, "GET", "/q", &[("cache-control", "no-cache")]).await;
     assert_eq!(origin.requests(), 2);
@@ -468,6 +471,46 @@ async fn request_directives_force_a_fetch() {
         get(shellac.addr, "/q2").await.header("x-cache"),
         Some("MISS")
     );
+    send(shellac.addr, "GET", "/q3", &[]).await;
+    let pragma = send(shellac.addr, "GET", "/q3", &[("pragma", "no-cache")]).await;
+    assert_eq!(
+        pragma.header("x-cache"),
+        Some("MISS"),
+        "Pragma: no-cache honoured"
+    );
+}
+
+/// Issue 15 item 11: with the shipped defaults, a browser's reload
+/// (`Cache-Control: max-age=0` or `no-cache`, `Pragma: no-cache`) does not
+/// bypass the cache — Varnish's builtin behaviour; before, 100 % of such
+/// requests reached the origin. `only-if-cached` still works on a miss.
+#[tokio::test]
+async fn browser_reloads_are_hits_by_default() {
+    let origin = Origin::fixed(Reply::ok("x").header("cache-control", "max-age=60")).await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    assert_eq!(
+        get(shellac.addr, "/r").await.header("x-cache"),
+        Some("MISS")
+    );
+    for directive in [
+        ("cache-control", "max-age=0"),
+        ("cache-control", "no-cache"),
+        ("pragma", "no-cache"),
+        ("cache-control", "no-store"),
+    ] {
+        let got = send(shellac.addr, "GET", "/r", &[directive]).await;
+        assert_eq!(got.header("x-cache"), Some("HIT"), "{directive:?}");
+    }
+    assert_eq!(origin.requests(), 1, "one origin request in all");
+    let miss = send(
+        shellac.addr,
+        "GET",
+        "/nothing",
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(miss.status, 504);
+    assert_eq!(origin.requests(), 1);
 }
 
 #[tokio::test]

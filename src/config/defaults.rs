@@ -52,6 +52,11 @@ pub const HEURISTIC_MAX: Duration = Duration::from_secs(120);
 /// `[cache] strip_targeted`: remove `CDN-Cache-Control` and
 /// `Shellac-Cache-Control` from responses to clients.
 pub const STRIP_TARGETED: bool = false;
+/// `[cache] honor_request_cache_control`: whether a client's
+/// `Cache-Control` (`no-cache`, `max-age=0`, …) and `Pragma: no-cache` may
+/// force a fetch. Off, as Varnish's builtin VCL: every browser reload would
+/// otherwise reach the origin. `only-if-cached` is honoured either way.
+pub const HONOR_REQUEST_CACHE_CONTROL: bool = false;
 
 /// `[cache] tag_header`: the response header that tags objects for bans
 /// (Fastly's and Varnish's xkey convention); stripped before responding.

@@ -96,6 +96,7 @@ pub(super) struct RawCache {
     pub(super) hit_for_miss: Option<ConfigDuration>,
     pub(super) heuristic_max: Option<ConfigDuration>,
     pub(super) strip_targeted: Option<bool>,
+    pub(super) honor_request_cache_control: Option<bool>,
     pub(super) purge_allow: Option<Vec<Spanned<String>>>,
     pub(super) tag_header: Option<Spanned<String>>,
     /// `[cache.l2]`: the shared second tier on Redis/Valkey.

@@ -147,6 +147,9 @@ pub struct CacheConfig {
     pub heuristic_max: Duration,
     /// Remove targeted cache-control fields from responses to clients.
     pub strip_targeted: bool,
+    /// Whether the client's `Cache-Control` and `Pragma` may force a fetch
+    /// (default false; `only-if-cached` always applies).
+    pub honor_request_cache_control: bool,
     /// Client addresses allowed to send `PURGE`; empty means PURGE is off (405).
     pub purge_allow: Vec<IpNet>,
     /// The response header whose space-separated values tag an object for bans.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::header;
+use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
 use http::Request;
 
@@ -12,7 +12,7 @@ use super::route;
 use crate::body::RequestBodyState;
 use crate::cache::policy::{self, CacheControl, RequestMode};
 use crate::cache::CacheKey;
-use crate::config::RouteConfig;
+use crate::config::{CacheConfig, RouteConfig};
 use crate::limits;
 
 /// The facts about the client's request that later phases need.
@@ -33,7 +33,11 @@ pub(super) struct Exchange {
 impl Exchange {
     /// The exchange for `req` under the first matching route; none when no
     /// route matches.
-    pub(super) fn of<B>(req: &Request<B>, routes: &[RouteConfig]) -> Option<Exchange> {
+    pub(super) fn of<B>(
+        req: &Request<B>,
+        routes: &[RouteConfig],
+        cache: &CacheConfig,
+    ) -> Option<Exchange> {
         let host = request_host(req).map(str::to_string);
         let route = route::select(routes, req.method(), host.as_deref(), req.uri().path())?;
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
@@ -58,10 +62,40 @@ impl Exchange {
                 .position(|r| std::ptr::eq(r, route))
                 .unwrap_or(0),
             host,
-            cc: CacheControl::from_headers(req.headers()),
+            cc: client_cache_control(req.headers(), cache.honor_request_cache_control),
             body_state: None,
         })
     }
+}
+
+/// The client's `Cache-Control` as far as Shellac listens to it. By default
+/// (`honor_request_cache_control = false`, Varnish's builtin behaviour) only
+/// `only-if-cached` counts: a browser's reload (`max-age=0`, `no-cache`,
+/// `Pragma: no-cache`) must not send every such request to the origin. When
+/// honoured, `Pragma: no-cache` counts as `no-cache` if the request has no
+/// `Cache-Control` (RFC 9111 §5.4).
+fn client_cache_control(headers: &HeaderMap, honor: bool) -> CacheControl {
+    let parsed = CacheControl::from_headers(headers);
+    if !honor {
+        return CacheControl {
+            only_if_cached: parsed.only_if_cached,
+            ..CacheControl::default()
+        };
+    }
+    let mut cc = parsed;
+    if !headers.contains_key(header::CACHE_CONTROL)
+        && headers
+            .get_all(header::PRAGMA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+            })
+    {
+        cc.no_cache = true;
+    }
+    cc
 }
 
 /// The host a request is for: the authority of an absolute-form target

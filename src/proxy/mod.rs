@@ -212,7 +212,7 @@ impl Proxy {
         }
 
         // 2. Route.
-        let Some(mut exchange) = Exchange::of(&req, &self.config.routes) else {
+        let Some(mut exchange) = Exchange::of(&req, &self.config.routes, &self.config.cache) else {
             let refusal =
                 Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
             return Started::Answered(self.synthetic(ctx, refusal));

@@ -22,6 +22,9 @@ pub(super) fn build(c: &RawCache, loc: &Locator<'_>) -> Result<CacheConfig, Conf
         hit_for_miss: c.hit_for_miss.map_or(defaults::HIT_FOR_MISS, |d| d.0),
         heuristic_max: c.heuristic_max.map_or(defaults::HEURISTIC_MAX, |d| d.0),
         strip_targeted: c.strip_targeted.unwrap_or(defaults::STRIP_TARGETED),
+        honor_request_cache_control: c
+            .honor_request_cache_control
+            .unwrap_or(defaults::HONOR_REQUEST_CACHE_CONTROL),
         purge_allow: cidrs(c.purge_allow.as_deref(), "cache.purge_allow", loc)?,
         tag_header: match &c.tag_header {
             None => HeaderName::from_static(defaults::TAG_HEADER),
