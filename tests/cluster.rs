@@ -26,7 +26,7 @@ fn node_config(origin: SocketAddr, redis: &RedisServer) -> String {
     config(
         origin,
         &format!(
-            "[cache]\npurge_allow = [\"127.0.0.1\"]\n[cache.l2]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[cache]\npurge_allow = [\"127.0.0.1\"]\n[cache.l2]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"test.example\", \"admin.test\"]\n",
             redis.url()
         ),
     )
@@ -559,7 +559,7 @@ async fn redis_cluster_shares_objects_and_purges_between_nodes() {
     let toml = config(
         origin.addr,
         &format!(
-            "[cache]\npurge_allow = [\"127.0.0.1\"]\n[cache.l2]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[cache]\npurge_allow = [\"127.0.0.1\"]\n[cache.l2]\nurl = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"test.example\", \"admin.test\"]\n",
             cluster.url()
         ),
     );

@@ -16,7 +16,7 @@ fn cacheable(body: &'static str) -> Reply {
 
 fn admin_config(backend: std::net::SocketAddr, extra: &str) -> String {
     format!(
-        "{}[admin]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        "{}[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"test.example\", \"admin.test\"]\n{extra}",
         config(backend, "")
     )
 }
@@ -184,7 +184,7 @@ async fn probe_going_sick_shows_in_backends() {
     .await;
     let extra = "[defaults.probe]\nurl = \"/health\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nwindow = 3\nthreshold = 2\ninitial = 2\n";
     let shellac = Shellac::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}[[backend]]\nname = \"origin\"\naddress = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"test.example\", \"admin.test\"]\n{extra}[[backend]]\nname = \"origin\"\naddress = \"{}\"\n",
         origin.addr
     ))
     .await;
@@ -344,7 +344,7 @@ async fn maintenance_by_endpoint_and_by_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let flag = dir.path().join("maintenance");
     let shellac = Shellac::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nmaintenance_file = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[backend]]\naddress = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nmaintenance_file = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"test.example\", \"admin.test\"]\n[[backend]]\naddress = \"{}\"\n",
         flag.display(),
         origin.addr
     ))
@@ -474,7 +474,7 @@ async fn reload_switches_backends_without_dropping_requests_or_cache() {
     let write = |backend: std::net::SocketAddr| {
         std::fs::write(
             &file,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[backend]]\nname = \"app\"\naddress = \"{backend}\"\n"),
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"test.example\", \"admin.test\"]\n[[backend]]\nname = \"app\"\naddress = \"{backend}\"\n"),
         )
         .expect("write config");
     };
@@ -721,4 +721,47 @@ async fn workers_sets_the_runtime_threads() {
             .count();
         assert_eq!(runtime_workers, workers, "workers = {workers}");
     }
+}
+
+/// Issue 15 item 12: a web page the operator has open cannot drive the
+/// admin listener. A `text/plain` POST from a foreign `Origin` (no CORS
+/// preflight needed) or marked `Sec-Fetch-Site: cross-site` is refused and
+/// maintenance stays off (before: it turned maintenance on); a foreign
+/// `Host` (DNS rebinding) gets 421; curl-style requests still work.
+#[tokio::test]
+async fn admin_refuses_cross_site_and_foreign_hosts() {
+    let origin = Origin::fixed(cacheable("a")).await;
+    let shellac = Shellac::start(&admin_config(origin.addr, "")).await;
+    let admin = shellac.admin.expect("admin listener");
+    let body = r#"{"on": true}"#;
+    let post = |extra: &str| {
+        format!(
+            "POST /maintenance HTTP/1.1\r\nHost: {admin}\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let wait = Duration::from_secs(5);
+    for extra in [
+        "Origin: http://evil.example\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+    ] {
+        let answer = support::raw(admin, post(extra).as_bytes(), wait).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{extra}: {answer}");
+        assert_eq!(
+            get(shellac.addr, "/").await.status,
+            200,
+            "maintenance stays off"
+        );
+    }
+    let rebound = format!(
+        "GET /metrics HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n",
+        admin.port()
+    );
+    let answer = support::raw(admin, rebound.as_bytes(), wait).await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let same_origin = format!("Origin: http://{admin}\r\n");
+    let answer = support::raw(admin, post(&same_origin).as_bytes(), wait).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(get(shellac.addr, "/").await.status, 503, "maintenance on");
 }

@@ -17,6 +17,7 @@
 //! `Authorization: Bearer <token>` (or `?token=` for the browser page),
 //! compared in constant time.
 
+mod guard;
 pub mod metrics;
 mod page;
 
@@ -135,6 +136,16 @@ impl Admin {
     async fn answer(&self, req: Request<Incoming>) -> AdminResponse {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        let proxy = self.current.load();
+        let allowed_hosts = proxy
+            .config()
+            .admin
+            .as_ref()
+            .map_or(&[][..], |a| &a.allowed_hosts);
+        if let Err((status, message)) = guard::check(&method, &path, req.headers(), allowed_hosts) {
+            return error(status, message);
+        }
+        drop(proxy);
         if (method == Method::GET || method == Method::HEAD) && path == "/health" {
             return self.health();
         }

@@ -43,6 +43,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawAdmin {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) token: Option<Spanned<String>>,
+    pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -190,6 +190,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, every admin request except `GET /health` needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Host names (besides IP literals and `localhost`) under which the
+    /// admin listener answers; others get 421 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where access-log lines go.

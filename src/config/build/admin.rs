@@ -26,8 +26,20 @@ pub(super) fn build(raw: &RawAdmin, loc: &Locator<'_>) -> Result<Option<AdminCon
         Some(t) => Some(t.get_ref().clone()),
         None => None,
     };
+    let mut allowed_hosts = Vec::new();
+    for host in raw.allowed_hosts.iter().flatten() {
+        let name = crate::host::normalize(host.get_ref());
+        if name.is_empty() || name.contains(['/', ' ']) {
+            return Err(loc.error(
+                span(host),
+                format!("expected a host name, found \"{}\"", host.get_ref()),
+            ));
+        }
+        allowed_hosts.push(name);
+    }
     Ok(Some(AdminConfig {
         listen: addr,
         token,
+        allowed_hosts,
     }))
 }
