@@ -15,6 +15,7 @@
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`demo`]: the `--demo` origin.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload, maintenance, status page).
+//! - [`metrics`]: every metric family, and the outcome and attempt types they count.
 //! - [`ops`]: what outlives a reload (metrics, maintenance, draining, request ids).
 //! - [`reload`]: hot reload on SIGHUP and `POST /reload`.
 //! - [`access_log`]: the non-blocking access-log writer.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod host;
 pub mod limits;
+pub mod metrics;
 pub mod ops;
 pub mod proxy;
 pub mod ratelimit;

@@ -17,7 +17,6 @@
 //! `Authorization: Bearer <token>` (or `?token=` for the browser page),
 //! compared in constant time.
 
-pub mod metrics;
 mod page;
 
 use std::convert::Infallible;
@@ -39,9 +38,9 @@ use tokio::net::TcpListener;
 
 use crate::backend::Forced;
 use crate::cache::BanMatcher;
+use crate::metrics::{BackendSnapshot, Snapshot};
 use crate::reload::Reloader;
 use crate::server::Current;
-use metrics::{BackendSnapshot, Snapshot};
 
 /// The largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;

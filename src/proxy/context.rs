@@ -9,44 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{header, Method, StatusCode, Version};
 
 use crate::config::LogFormat;
-
-/// One request sent to a backend: its first-byte time, or why it failed.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    /// The backend's name.
-    pub backend: Arc<str>,
-    /// Time to the response head, or the failure reason (a 5xx answer
-    /// counts as `status_5xx`).
-    pub result: Result<std::time::Duration, &'static str>,
-}
-
-/// How the cache took part in a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from a fresh cached object.
-    Hit,
-    /// Served from a stale object (grace, `max-stale`, stale-if-error).
-    HitStale,
-    /// Looked up, not found usable, fetched.
-    Miss,
-    /// Not looked up (unsafe method, credentials), fetched.
-    Pass,
-    /// Answered by Shellac itself (errors).
-    Synth,
-}
-
-impl Outcome {
-    /// The lower-case label used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::HitStale => "hit_stale",
-            Outcome::Miss => "miss",
-            Outcome::Pass => "pass",
-            Outcome::Synth => "synth",
-        }
-    }
-}
+use crate::metrics::Finished;
+pub use crate::metrics::{Attempt, Outcome};
 
 /// The facts about one request that logs and metrics need.
 pub struct RequestCtx {
@@ -98,6 +62,18 @@ impl RequestCtx {
             tried: Vec::new(),
             wants_json: false,
             attempts: Vec::new(),
+        }
+    }
+
+    /// What the metrics count of this request, which ended with `status`.
+    pub fn finished(&self, status: u16) -> Finished<'_> {
+        Finished {
+            outcome: self.outcome,
+            status,
+            duration: self.start.elapsed(),
+            reason: self.error,
+            collapsed: self.collapsed,
+            attempts: &self.attempts,
         }
     }
 

@@ -265,7 +265,7 @@ impl Proxy {
                 .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
         }
         let status = response.status();
-        self.ops.metrics.record(ctx, status.as_u16());
+        self.ops.metrics.record(&ctx.finished(status.as_u16()));
         ctx.trace(uri, status);
         if let Some(head) = log_head {
             let bytes = content_length(response.headers());
