@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::retry::{Failure, FailureKind};
+
 /// A backend fetch that produced no usable response head.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -101,6 +103,29 @@ impl FetchError {
         }
     }
 
+    /// Which `[retry] retry_on` entry this failure falls under.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            FetchError::Connect { .. }
+            | FetchError::ConnectTimeout { .. }
+            | FetchError::ClosedBeforeSend { .. } => FailureKind::Connect,
+            FetchError::FirstByteTimeout { .. } => FailureKind::FirstByteTimeout,
+            FetchError::Protocol { .. } => FailureKind::InvalidResponse,
+            FetchError::HeadTooLarge { .. }
+            | FetchError::QueueFull { .. }
+            | FetchError::QueueTimeout { .. }
+            | FetchError::NoBackend { .. } => FailureKind::NotRetryable,
+        }
+    }
+
+    /// This failure as `retry::may_retry` judges it.
+    pub fn failure(&self) -> Failure {
+        Failure::Error {
+            kind: self.kind(),
+            never_sent: self.never_sent(),
+        }
+    }
+
     /// The backend that failed, when one was tried.
     pub fn backend(&self) -> Option<&str> {
         match self {
@@ -138,5 +163,44 @@ impl FetchError {
                 | FetchError::ConnectTimeout { .. }
                 | FetchError::ClosedBeforeSend { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds `[retry] retry_on` lists, and which failures never reached the backend.
+    #[test]
+    fn each_error_names_its_retry_kind() {
+        let backend = || Arc::<str>::from("b");
+        let refused = FetchError::Connect {
+            backend: backend(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let first_byte = FetchError::FirstByteTimeout {
+            backend: backend(),
+            timeout: Duration::from_secs(1),
+        };
+        let full = FetchError::QueueFull {
+            backend: backend(),
+            max_connections: 1,
+            queue_length: 0,
+        };
+        assert!(matches!(
+            refused.failure(),
+            Failure::Error {
+                kind: FailureKind::Connect,
+                never_sent: true
+            }
+        ));
+        assert!(matches!(
+            first_byte.failure(),
+            Failure::Error {
+                kind: FailureKind::FirstByteTimeout,
+                never_sent: false
+            }
+        ));
+        assert_eq!(full.kind(), FailureKind::NotRetryable);
     }
 }

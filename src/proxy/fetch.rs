@@ -120,7 +120,7 @@ pub(super) async fn fetch(
                 let error = failure.error;
                 // A request that never reached the backend added no load to
                 // it, so its retry does not draw on the budget.
-                if !retry::may_retry(rules, &method, Failure::Error(&error), ctx.retries)
+                if !retry::may_retry(rules, &method, error.failure(), ctx.retries)
                     || !can_resend(&request, resendable)
                     || !(error.never_sent() || pool.budget().try_retry())
                 {
