@@ -8,10 +8,12 @@
 //! - [`limits`]: request-head checks (400, 431, 501).
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store; the
 //!   Redis second tier and invalidation fan-out (`cache::l2`).
-//! - [`backend`]: pooled clients with their timeouts and limits; health
-//!   probes, passive ejection, queueing; pools and their directors.
+//! - [`backend`]: pooled clients with their timeouts and limits (the response
+//!   body with its between-bytes timer); health probes, passive ejection,
+//!   queueing; pools and their directors.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
-//! - [`body`]: the body type, the between-bytes timer, store-while-streaming.
+//! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
+//!   the request-body limit.
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`demo`]: the `--demo` origin.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload, maintenance, status page).

@@ -1,5 +1,6 @@
 //! `FetchError`: why a backend fetch failed, naming the backend and the
-//! limit or timeout involved, and what it means for the client.
+//! limit or timeout involved, and what it means for the client; and
+//! `BodyError`: why a backend's response body stopped after its head.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,30 @@ pub enum FetchError {
     NoBackend {
         /// The pool's name.
         pool: Arc<str>,
+    },
+}
+
+/// A backend response body that stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The backend sent nothing for `between_bytes_timeout`.
+    #[error(
+        "backend {backend}: between_bytes_timeout ({timeout:?}) expired while reading the body"
+    )]
+    BetweenBytesTimeout {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The configured limit that fired.
+        timeout: Duration,
+    },
+    /// The backend connection failed mid-body (closed early, bad chunking).
+    #[error("backend {backend}: body failed: {source}")]
+    Failed {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// hyper's description of what broke.
+        #[source]
+        source: hyper::Error,
     },
 }
 

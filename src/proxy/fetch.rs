@@ -16,10 +16,20 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 
 use super::{Attempt, RequestCtx};
-use crate::backend::{FetchError, InFlight, Pool};
+use crate::backend::{self, FetchError};
 use crate::body::Body;
 use crate::config::{RetryConfig, RouteConfig};
 use crate::retry::{self, Failure};
+
+// The backend module is generic over the body of the requests it sends (so
+// that it never names `Body`, which wraps its response body); the proxy
+// sends the crate's one body type.
+/// Every backend and pool of one configuration.
+pub(super) type Backends = backend::Backends<Body>;
+/// A pool of backends.
+pub(super) type Pool = backend::Pool<Body>;
+/// A backend's in-flight slot.
+type InFlight = backend::InFlight<Body>;
 
 /// Sends the prepared backend request to a backend of `pool`, retrying as
 /// `[retry]` allows. `key` is the cache key text (for the `hash` policy).

@@ -34,7 +34,7 @@ use http_body_util::BodyExt;
 pub use context::{Attempt, Outcome, RequestCtx};
 
 use crate::access_log::AccessLogger;
-use crate::backend::{Backends, FetchError, Pool};
+use crate::backend::FetchError;
 use crate::body::{self, Body, CaptureBody, Captured, RequestBodyFault, RequestBodyState};
 use crate::cache::coalesce::{Outcome as Flight, Role, Waiter, WriterGuard};
 use crate::cache::policy::{self, CacheControl, RequestMode, StoreRules, Usability};
@@ -46,6 +46,7 @@ use crate::ops::Ops;
 use crate::ratelimit::RateLimits;
 use crate::synth::{self, Facts, Pages, Synthetic};
 use context::LogHead;
+use fetch::{Backends, Pool};
 use range::RangeAnswer;
 
 /// How many times a waiter looks up again after its writer stored or went
