@@ -38,9 +38,9 @@ use tokio::net::TcpListener;
 
 use crate::backend::Forced;
 use crate::cache::BanMatcher;
+use crate::generation::Current;
 use crate::metrics::{BackendSnapshot, Snapshot};
 use crate::reload::Reloader;
-use crate::server::Current;
 
 /// The largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;
