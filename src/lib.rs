@@ -11,6 +11,7 @@
 //! - [`backend`]: pooled clients with their timeouts and limits (the response
 //!   body with its between-bytes timer); health probes, passive ejection,
 //!   queueing; pools and their directors.
+//! - [`reason`]: why a fetch failed or Shellac answered itself, with the labels logs and metrics use.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
 //! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
 //!   the request-body limit.
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod ops;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reason;
 pub mod reload;
 pub mod retry;
 pub mod server;

@@ -4,7 +4,7 @@
 //! front, so a cache hit never looks a label set up.
 //!
 //! This is a leaf: it owns the vocabulary the counters are keyed by
-//! ([`Outcome`], [`Attempt`]) and is handed plain values ([`Finished`]) at
+//! ([`Outcome`], [`Attempt`]; reasons are [`Reason`]s) and is handed plain values ([`Finished`]) at
 //! the pipeline's single exit, so the cache's second tier, the operational
 //! state and the admin listener can all use it without reaching up into the
 //! request path.
@@ -18,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::reason::Reason;
 
 /// How the cache took part in a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +56,7 @@ pub struct Attempt {
     pub backend: Arc<str>,
     /// Time to the response head, or the failure reason (a 5xx answer
     /// counts as `status_5xx`).
-    pub result: Result<Duration, &'static str>,
+    pub result: Result<Duration, Reason>,
 }
 
 /// What the metrics count of one finished request, read from its context
@@ -69,7 +71,7 @@ pub struct Finished<'a> {
     /// From the request head to the response head.
     pub duration: Duration,
     /// Why a fetch failed or a synthetic answer was made.
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     /// It waited for another request's fetch of the same key.
     pub collapsed: bool,
     /// Every backend request made for it, retries included, in order.
@@ -317,7 +319,7 @@ impl Metrics {
             self.synth
                 .get_or_create(&SynthLabel {
                     status,
-                    reason: request.reason.unwrap_or("unknown"),
+                    reason: request.reason.map_or("unknown", Reason::as_str),
                 })
                 .inc();
         }
@@ -332,7 +334,10 @@ impl Metrics {
                 backend: attempt.backend.clone(),
             };
             // A request shed by the queue never reached the backend.
-            if !matches!(attempt.result, Err("queue_full" | "queue_timeout")) {
+            if !matches!(
+                attempt.result,
+                Err(Reason::QueueFull | Reason::QueueTimeout)
+            ) {
                 self.backend_requests.get_or_create(&backend).inc();
             }
             if n > 0 {
@@ -348,7 +353,7 @@ impl Metrics {
                     self.backend_failures
                         .get_or_create(&BackendReason {
                             backend: backend.backend,
-                            reason,
+                            reason: reason.as_str(),
                         })
                         .inc();
                 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::reason::Reason;
 use crate::retry::{Failure, FailureKind};
 
 /// A backend fetch that produced no usable response head.
@@ -114,17 +115,17 @@ pub enum BodyError {
 
 impl FetchError {
     /// The short reason used in logs and metrics labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            FetchError::Connect { .. } => "connect",
-            FetchError::ConnectTimeout { .. } => "connect_timeout",
-            FetchError::FirstByteTimeout { .. } => "first_byte_timeout",
-            FetchError::HeadTooLarge { .. } => "resp_hdr_too_large",
-            FetchError::Protocol { .. } => "invalid_response",
-            FetchError::ClosedBeforeSend { .. } => "connect",
-            FetchError::QueueFull { .. } => "queue_full",
-            FetchError::QueueTimeout { .. } => "queue_timeout",
-            FetchError::NoBackend { .. } => "no_healthy_backend",
+            FetchError::Connect { .. } => Reason::Connect,
+            FetchError::ConnectTimeout { .. } => Reason::ConnectTimeout,
+            FetchError::FirstByteTimeout { .. } => Reason::FirstByteTimeout,
+            FetchError::HeadTooLarge { .. } => Reason::RespHdrTooLarge,
+            FetchError::Protocol { .. } => Reason::InvalidResponse,
+            FetchError::ClosedBeforeSend { .. } => Reason::Connect,
+            FetchError::QueueFull { .. } => Reason::QueueFull,
+            FetchError::QueueTimeout { .. } => Reason::QueueTimeout,
+            FetchError::NoBackend { .. } => Reason::NoHealthyBackend,
         }
     }
 

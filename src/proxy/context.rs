@@ -11,6 +11,7 @@ use http::{header, Method, StatusCode, Version};
 use crate::config::LogFormat;
 use crate::metrics::Finished;
 pub use crate::metrics::{Attempt, Outcome};
+use crate::reason::Reason;
 
 /// The facts about one request that logs and metrics need.
 pub struct RequestCtx {
@@ -29,7 +30,7 @@ pub struct RequestCtx {
     /// The backend fetched from, if any.
     pub backend: Option<Arc<str>>,
     /// Why a fetch failed or a synthetic answer was made.
-    pub error: Option<&'static str>,
+    pub error: Option<Reason>,
     /// Why a fetched response was not stored.
     pub not_stored: Option<&'static str>,
     /// It waited for another request's fetch of the same key.
@@ -89,7 +90,7 @@ impl RequestCtx {
             status = status.as_u16(),
             cache = self.outcome.as_str(),
             backend = self.backend.as_deref().unwrap_or("-"),
-            error = self.error.unwrap_or("-"),
+            error = self.error.map_or("-", Reason::as_str),
             retries = self.retries,
             tried = %Tried(&self.tried),
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
@@ -173,7 +174,7 @@ impl RequestCtx {
                 "backend": self.backend.as_deref(),
                 "retries": self.retries,
                 "ttfb_ms": self.ttfb().map(|d| d.as_secs_f64() * 1000.0),
-                "error": self.error,
+                "error": self.error.map(Reason::as_str),
             })
             .to_string(),
         }

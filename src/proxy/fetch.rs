@@ -19,6 +19,7 @@ use super::{Attempt, RequestCtx};
 use crate::backend::{self, FetchError};
 use crate::body::Body;
 use crate::config::{RetryConfig, RouteConfig};
+use crate::reason::Reason;
 use crate::retry::{self, Failure};
 
 // The backend module is generic over the body of the requests it sends (so
@@ -94,7 +95,7 @@ pub(super) async fn fetch(
             Ok(response) => {
                 let status = response.status();
                 let result = if status.is_server_error() {
-                    Err("status_5xx")
+                    Err(Reason::Status5xx)
                 } else {
                     Ok(sent_at.elapsed())
                 };
@@ -136,7 +137,7 @@ pub(super) async fn fetch(
                 {
                     return Err(error);
                 }
-                tracing::info!(xid = ctx.xid, backend = %backend.name(), reason = error.reason(), %error, retry = ctx.retries + 1, "retrying after fetch error");
+                tracing::info!(xid = ctx.xid, backend = %backend.name(), reason = error.reason().as_str(), %error, retry = ctx.retries + 1, "retrying after fetch error");
                 last_error = Some(error);
             }
         }

@@ -44,6 +44,7 @@ use crate::config::Config;
 use crate::limits;
 use crate::ops::Ops;
 use crate::ratelimit::RateLimits;
+use crate::reason::Reason;
 use crate::synth::{self, Facts, Pages, Synthetic};
 use context::LogHead;
 use fetch::{Backends, Pool};
@@ -202,7 +203,7 @@ impl Proxy {
     /// the synthetic 503 with `Retry-After`, and the connection closed.
     pub fn over_capacity(&self, version: Version) -> Response<Body> {
         let refusal =
-            Synthetic::backend_fetch_failed("max_connections", self.config.server.retry_after);
+            Synthetic::backend_fetch_failed(Reason::MaxConnections, self.config.server.retry_after);
         let mut response = refusal.render(self.xid());
         response
             .headers_mut()
@@ -311,7 +312,7 @@ impl Proxy {
         let Some(route) = route::select(routes, req.method(), host.as_deref(), req.uri().path())
         else {
             let refusal =
-                Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
+                Synthetic::backend_fetch_failed(Reason::NoRoute, self.config.server.retry_after);
             return Started::Answered(self.synthetic(ctx, refusal));
         };
         let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
@@ -432,7 +433,7 @@ impl Proxy {
             Found::Miss => {}
         }
         if exchange.cc.only_if_cached {
-            let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, "only_if_cached");
+            let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, Reason::OnlyIfCached);
             return Next::Answer(self.synthetic(ctx, refusal));
         }
         ctx.outcome = Outcome::Miss;
@@ -613,7 +614,7 @@ impl Proxy {
                 .as_ref()
                 .filter(|s| policy::usable_on_error(&s.lifetimes, s.age(Instant::now())))
             {
-                let reason = "backend_error_status";
+                let reason = Reason::BackendErrorStatus;
                 release(guard, Flight::Failed(reason));
                 ctx.error = Some(reason);
                 let client = client_parts(&method, version, &client_headers);
@@ -895,7 +896,7 @@ impl Proxy {
         tracing::warn!(
             xid = ctx.xid,
             backend = error.backend().unwrap_or("-"),
-            reason = error.reason(),
+            reason = error.reason().as_str(),
             %error,
             "backend fetch failed"
         );
@@ -931,15 +932,15 @@ impl Proxy {
     ) -> Response<Body> {
         let refusal = match fault {
             RequestBodyFault::TooLarge => {
-                Synthetic::refuse(StatusCode::PAYLOAD_TOO_LARGE, "max_request_body")
+                Synthetic::refuse(StatusCode::PAYLOAD_TOO_LARGE, Reason::MaxRequestBody)
             }
             RequestBodyFault::Malformed => {
-                Synthetic::refuse(StatusCode::BAD_REQUEST, "invalid_request_body")
+                Synthetic::refuse(StatusCode::BAD_REQUEST, Reason::InvalidRequestBody)
             }
         };
         tracing::info!(
             xid = ctx.xid,
-            reason = refusal.reason,
+            reason = refusal.reason.as_str(),
             "request body refused"
         );
         let response = self.synthetic(ctx, refusal);
@@ -951,11 +952,11 @@ impl Proxy {
         ctx: &mut RequestCtx,
         parts: &Parts,
         stale: &CachedObject,
-        reason: &'static str,
+        reason: Reason,
     ) -> Response<Body> {
         tracing::info!(
             xid = ctx.xid,
-            reason,
+            reason = reason.as_str(),
             "serving stale content instead of an error (stale-if-error)"
         );
         ctx.outcome = Outcome::HitStale;
@@ -985,18 +986,18 @@ impl Proxy {
         if allow.is_empty() {
             return self.synthetic(
                 ctx,
-                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, "purge_not_enabled"),
+                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, Reason::PurgeNotEnabled),
             );
         }
         if !allow.iter().any(|net| net.contains(&ctx.client_ip)) {
             return self.synthetic(
                 ctx,
-                Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"),
+                Synthetic::refuse(StatusCode::FORBIDDEN, Reason::PurgeNotAllowed),
             );
         }
         self.cache.purge(key);
         ctx.outcome = Outcome::Synth;
-        ctx.error = Some("purge");
+        ctx.error = Some(Reason::Purge);
         tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
         let mut response = Response::new(Body::full("Purged\n"));
         response
