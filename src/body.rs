@@ -1,8 +1,10 @@
-//! The one body type Shellac hands to hyper, in both directions, plus the two
-//! wrappers every backend body goes through:
+//! The one body type Shellac hands to hyper, in both directions, plus the
+//! wrappers around what it carries:
 //!
-//! - [`TimedBody`] enforces `between_bytes_timeout` while the body streams, so
-//!   a backend that stalls mid-body fails the transfer instead of hanging it;
+//! - a backend's response body is `backend::TimedBody`, which enforces
+//!   `between_bytes_timeout`, gives the connection back to the pool and holds
+//!   the backend's in-flight slot (the backend module owns all three; this
+//!   module wraps that body and so depends on `backend`, never the reverse);
 //! - [`CaptureBody`] copies a cacheable response into the cache *while* it
 //!   streams to the first client (it keeps the `Bytes` pieces, then joins
 //!   them into one exact-size allocation) and stores it only when the body
@@ -16,42 +18,24 @@
 //! `Body` is an enum rather than a boxed trait object so that cache hits (a
 //! `Bytes` handed out as it is) cost no allocation for the body.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
 
-use crate::backend::{Checkin, InFlight};
+use crate::backend::{self, TimedBody};
 
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// The backend sent nothing for `between_bytes_timeout`.
-    #[error(
-        "backend {backend}: between_bytes_timeout ({timeout:?}) expired while reading the body"
-    )]
-    BetweenBytesTimeout {
-        /// The backend's name.
-        backend: Arc<str>,
-        /// The configured limit that fired.
-        timeout: Duration,
-    },
-    /// The backend connection failed mid-body (closed early, bad chunking).
-    #[error("backend {backend}: body failed: {source}")]
-    Backend {
-        /// The backend's name.
-        backend: Arc<str>,
-        /// hyper's description of what broke.
-        #[source]
-        source: hyper::Error,
-    },
+    /// The backend's body stopped: `between_bytes_timeout`, or the
+    /// connection failed mid-body.
+    #[error(transparent)]
+    Backend(#[from] backend::BodyError),
     /// The client's request body failed while being forwarded.
     #[error("client request body failed: {0}")]
     Client(#[from] hyper::Error),
@@ -72,7 +56,7 @@ pub enum Body {
     /// A client's request body, forwarded as it arrives.
     Incoming(Incoming),
     /// A backend response body under `between_bytes_timeout`.
-    Backend(TimedBody),
+    Backend(TimedBody<Body>),
     /// A backend response body that is also being stored. Boxed: it is the
     /// largest variant and the rarest, and every `Body` (and every response
     /// that holds one, hits included) is as large as the largest variant.
@@ -100,7 +84,7 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Client),
-            Body::Backend(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Backend(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Backend),
             Body::Capture(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
         }
@@ -135,137 +119,11 @@ impl From<Incoming> for Body {
     }
 }
 
-// === impl TimedBody ===
-
-/// A backend body that fails with [`BodyError::BetweenBytesTimeout`] when no
-/// frame arrives within the backend's `between_bytes_timeout`, and that
-/// hands its connection back to the pool once it has been read to the end.
-pub struct TimedBody {
-    inner: Incoming,
-    backend: Arc<str>,
-    timeout: Duration,
-    /// When the last frame (or the head) arrived: the timeout counts from it.
-    last: Instant,
-    /// Armed only when a poll finds no frame ready. Most bodies of small
-    /// responses are already in hyper's channel when first polled, and then
-    /// no timer is ever registered.
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// The connection, back to the pool when the body has ended cleanly.
-    checkin: Option<Checkin>,
-    /// Released when the body is dropped: the backend's in-flight slot,
-    /// which must last as long as the response streams.
-    held: Option<InFlight>,
-}
-
-impl TimedBody {
-    /// Wraps a backend body; the between-bytes timeout counts from now.
-    pub fn new(
-        inner: Incoming,
-        backend: Arc<str>,
-        timeout: Duration,
-        checkin: Checkin,
-    ) -> TimedBody {
-        TimedBody {
-            inner,
-            backend,
-            timeout,
-            last: Instant::now(),
-            deadline: None,
-            checkin: Some(checkin),
-            held: None,
-        }
-    }
-
-    /// Keeps the backend's in-flight `slot` until this body is dropped.
-    pub fn hold(&mut self, slot: InFlight) {
-        self.held = Some(slot);
-    }
-
-    fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.inner)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        http_body::Body::size_hint(&self.inner)
-    }
-
-    /// The body ended cleanly: the connection can serve another request.
-    fn ended(&mut self) {
-        if let Some(checkin) = self.checkin.take() {
-            checkin.body_ended();
-        }
-    }
-
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                self.last = Instant::now();
-                if self.is_end_stream() {
-                    self.ended();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(source))) => {
-                self.checkin = None;
-                Poll::Ready(Some(Err(BodyError::Backend {
-                    backend: self.backend.clone(),
-                    source,
-                })))
-            }
-            Poll::Ready(None) => {
-                self.ended();
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let due = self.last + self.timeout;
-                let deadline = self
-                    .deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                if deadline.deadline() != due {
-                    deadline.as_mut().reset(due);
-                }
-                ready!(deadline.as_mut().poll(cx));
-                self.checkin = None;
-                Poll::Ready(Some(Err(BodyError::BetweenBytesTimeout {
-                    backend: self.backend.clone(),
-                    timeout: self.timeout,
-                })))
-            }
-        }
-    }
-}
-
-impl Drop for TimedBody {
-    /// A body with nothing left to read (`Content-Length: 0`, 204, 304, the
-    /// answer to a HEAD) is often dropped without being polled; its
-    /// connection is still good.
-    fn drop(&mut self) {
-        if self.is_end_stream() {
-            self.ended();
-        }
-    }
-}
-
-impl http_body::Body for TimedBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        TimedBody::poll_frame(self.get_mut(), cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        TimedBody::is_end_stream(self)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        TimedBody::size_hint(self)
+/// How the backend client hands back a response body it received on a
+/// connection whose requests carry a [`Body`].
+impl From<TimedBody<Body>> for Body {
+    fn from(timed: TimedBody<Body>) -> Body {
+        Body::Backend(timed)
     }
 }
 
@@ -289,7 +147,7 @@ pub type OnComplete = Box<dyn FnOnce(Captured) + Send>;
 /// `on_complete`. An error, an oversized body or a client that goes away
 /// (the body is dropped) stores nothing.
 pub struct CaptureBody {
-    inner: TimedBody,
+    inner: TimedBody<Body>,
     pieces: Vec<Bytes>,
     size: u64,
     max_size: u64,
@@ -298,7 +156,7 @@ pub struct CaptureBody {
 
 impl CaptureBody {
     /// Captures `inner`, giving up on storing once more than `max_size` bytes arrived.
-    pub fn new(inner: TimedBody, max_size: u64, on_complete: OnComplete) -> CaptureBody {
+    pub fn new(inner: TimedBody<Body>, max_size: u64, on_complete: OnComplete) -> CaptureBody {
         CaptureBody {
             inner,
             pieces: Vec::new(),
@@ -312,7 +170,9 @@ impl CaptureBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = self.inner.poll_frame(cx);
+        let polled = Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(BodyError::Backend);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(_)) = (frame.data_ref(), &self.on_complete) {

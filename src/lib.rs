@@ -8,14 +8,20 @@
 //! - [`limits`]: request-head checks (400, 431, 501).
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store; the
 //!   Redis second tier and invalidation fan-out (`cache::l2`).
-//! - [`backend`]: pooled clients with their timeouts and limits; health
-//!   probes, passive ejection, queueing; pools and their directors.
+//! - [`backend`]: pooled clients with their timeouts and limits (the response
+//!   body with its between-bytes timer); health probes, passive ejection,
+//!   queueing; pools and their directors.
+//! - [`reason`]: why a fetch failed or Shellac answered itself, with the labels logs and metrics use.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
-//! - [`body`]: the body type, the between-bytes timer, store-while-streaming.
+//! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
+//!   the request-body limit.
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`demo`]: the `--demo` origin.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload, maintenance, status page).
+//! - [`metrics`]: every metric family, and the outcome and attempt types they count.
 //! - [`ops`]: what outlives a reload (metrics, maintenance, draining, request ids).
+//! - [`generation`]: building a [`proxy::Proxy`] generation, the current one
+//!   ([`generation::Current`]), and the housekeeping that follows it.
 //! - [`reload`]: hot reload on SIGHUP and `POST /reload`.
 //! - [`access_log`]: the non-blocking access-log writer.
 //! - [`ratelimit`]: `[[rate_limit]]` quotas (429).
@@ -29,11 +35,14 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod generation;
 pub mod host;
 pub mod limits;
+pub mod metrics;
 pub mod ops;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reason;
 pub mod reload;
 pub mod retry;
 pub mod server;
@@ -43,14 +52,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::Config;
-
-use cache::MemoryStore;
-use proxy::Proxy;
 
 /// Binds every `[server] listen` address of `config`.
 pub async fn bind(config: &Config) -> std::io::Result<Vec<TcpListener>> {
@@ -110,38 +115,16 @@ pub async fn run_with(
     launch: Launch,
     shutdown: impl Future<Output = ()>,
 ) {
-    let ops = Arc::new(ops::Ops::default());
-    let evictions = ops.metrics.cache_evictions.clone();
-    let store = Arc::new(MemoryStore::with_eviction_listener(
-        config.cache.capacity,
-        Arc::new(move || {
-            evictions.inc();
-        }),
-    ));
-    let access_log =
-        access_log::AccessLogger::start(&config.log, ops.metrics.access_log_dropped.clone())
-            .unwrap_or_else(|error| {
-                tracing::error!(%error, "cannot open the access log; access logging is off");
-                access_log::AccessLogger::off()
-            });
-    ops.set_maintenance_file(config.server.maintenance_file.clone());
-    let mut cache = cache::Cache::new(store);
-    // `[cache.l2]` is read once, at start: a reload does not change it.
-    if let Some(l2_config) = &config.cache.l2 {
-        let node_id = rand::random::<u64>();
-        tracing::info!(url = %l2_config.url, node_id, "second tier (L2) and fan-out enabled");
-        let l2 = cache::l2::L2::new(l2_config.clone(), node_id, ops.metrics.l2.clone());
-        cache = cache.with_l2(l2);
-    }
-    let cache = Arc::new(cache);
-    let l2_tasks = cache.l2().map(|l2| {
-        [
-            l2.connect_in_background(),
-            l2.subscribe_in_background(Arc::downgrade(&cache)),
-        ]
-    });
-    let proxy = Proxy::build(Arc::new(config), cache, ops.clone(), access_log, None);
-    let current: server::Current = Arc::new(ArcSwap::from_pointee(proxy));
+    let current = generation::first(config);
+    let l2_tasks = {
+        let proxy = current.load();
+        proxy.cache().l2().map(|l2| {
+            [
+                l2.connect_in_background(),
+                l2.subscribe_in_background(Arc::downgrade(proxy.cache())),
+            ]
+        })
+    };
     let (reload_tx, reload_rx) = watch::channel(());
     let reloader = Arc::new(reload::Reloader::new(
         current.clone(),
@@ -150,8 +133,8 @@ pub async fn run_with(
     ));
 
     let mut tasks = vec![
-        ops.watch_maintenance_file(),
-        tokio::spawn(housekeeping(current.clone())),
+        current.load().ops().watch_maintenance_file(),
+        tokio::spawn(generation::housekeeping(current.clone())),
     ];
     if let Some(admin) = launch.admin {
         tasks.push(tokio::spawn(admin::serve(
@@ -167,24 +150,6 @@ pub async fn run_with(
     server::serve(listeners, current, reload_rx, shutdown).await;
     for task in tasks {
         task.abort();
-    }
-}
-
-/// The ban lurker (every second) and the rate limiters' trim (every minute).
-async fn housekeeping(current: server::Current) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut n: u64 = 0;
-    loop {
-        tick.tick().await;
-        n += 1;
-        let proxy = current.load_full();
-        let removed = proxy.cache().lurk();
-        if removed > 0 {
-            tracing::info!(removed, "ban lurker removed banned objects");
-        }
-        if n % 60 == 0 {
-            proxy.rate_limits().shrink();
-        }
     }
 }
 

@@ -41,6 +41,7 @@ use http::uri::Authority;
 use http::{header, HeaderMap, Method, Request, StatusCode, Version};
 
 use crate::config::ServerConfig;
+use crate::reason::Reason;
 use crate::synth::Synthetic;
 
 /// Methods Shellac forwards. Others (CONNECT, WebDAV's, made-up ones) get 501,
@@ -88,7 +89,7 @@ pub fn check<B>(
         if line > config.http_req_hdr_len {
             return Err(Synthetic::refuse(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "http_req_hdr_len",
+                Reason::HttpReqHdrLen,
             ));
         }
         head_size += line + 2;
@@ -96,7 +97,7 @@ pub fn check<B>(
     if head_size > config.http_req_size {
         return Err(Synthetic::refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "http_req_size",
+            Reason::HttpReqSize,
         ));
     }
     check_host(req)?;
@@ -104,13 +105,13 @@ pub fn check<B>(
         if raw.content_length_lines > 0 && raw.transfer_encoding_lines > 0 {
             return Err(Synthetic::refuse(
                 StatusCode::BAD_REQUEST,
-                "content_length_with_transfer_encoding",
+                Reason::ContentLengthWithTransferEncoding,
             ));
         }
         if raw.content_length_lines > 1 {
             return Err(Synthetic::refuse(
                 StatusCode::BAD_REQUEST,
-                "duplicate_content_length",
+                Reason::DuplicateContentLength,
             ));
         }
     }
@@ -118,7 +119,7 @@ pub fn check<B>(
     if !is_known_method(req.method()) {
         return Err(Synthetic::refuse(
             StatusCode::NOT_IMPLEMENTED,
-            "unknown_method",
+            Reason::UnknownMethod,
         ));
     }
     Ok(())
@@ -131,15 +132,15 @@ fn check_host<B>(req: &Request<B>) -> Result<(), Synthetic> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return bad("duplicate_host");
+        return bad(Reason::DuplicateHost);
     }
     let authority = req.uri().authority();
     if authority.is_some_and(|a| a.as_str().contains('@')) {
-        return bad("userinfo_in_target");
+        return bad(Reason::UserinfoInTarget);
     }
     let Some(host) = host else {
         if req.version() == Version::HTTP_11 && authority.is_none() {
-            return bad("missing_host");
+            return bad(Reason::MissingHost);
         }
         return Ok(());
     };
@@ -152,11 +153,11 @@ fn check_host<B>(req: &Request<B>) -> Result<(), Synthetic> {
         .and_then(|h| h.parse::<Authority>().ok())
         .filter(valid_host)
     else {
-        return bad("invalid_host");
+        return bad(Reason::InvalidHost);
     };
     if let Some(authority) = authority {
         if !same_authority(authority, &host) {
-            return bad("host_mismatch");
+            return bad(Reason::HostMismatch);
         }
     }
     Ok(())
@@ -204,10 +205,10 @@ fn check_framing(headers: &HeaderMap, version: Version, max_body: u64) -> Result
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = te.next() {
         if version == Version::HTTP_10 {
-            return bad("transfer_encoding_in_http10");
+            return bad(Reason::TransferEncodingInHttp10);
         }
         if headers.contains_key(header::CONTENT_LENGTH) {
-            return bad("content_length_with_transfer_encoding");
+            return bad(Reason::ContentLengthWithTransferEncoding);
         }
         let chunked_only = first
             .to_str()
@@ -215,7 +216,7 @@ fn check_framing(headers: &HeaderMap, version: Version, max_body: u64) -> Result
         if !chunked_only || te.next().is_some() {
             return Err(Synthetic::refuse(
                 StatusCode::NOT_IMPLEMENTED,
-                "unsupported_transfer_encoding",
+                Reason::UnsupportedTransferEncoding,
             ));
         }
         return Ok(());
@@ -225,18 +226,18 @@ fn check_framing(headers: &HeaderMap, version: Version, max_body: u64) -> Result
         return Ok(());
     };
     if lengths.next().is_some() {
-        return bad("duplicate_content_length");
+        return bad(Reason::DuplicateContentLength);
     }
     let text = length.to_str().unwrap_or_default();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("invalid_content_length");
+        return bad(Reason::InvalidContentLength);
     }
     match text.parse::<u64>() {
         Ok(length) if length <= max_body => Ok(()),
         // All digits but too large for u64: certainly over the limit.
         _ => Err(Synthetic::refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "max_request_body",
+            Reason::MaxRequestBody,
         )),
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::admin::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Shared operational state.
 pub struct Ops {

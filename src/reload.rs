@@ -3,17 +3,16 @@
 //! switch atomically. In-flight requests finish on the generation they
 //! started on, new requests use the new one; the cache, the metrics and the
 //! backends whose settings did not change (with their connection pools and
-//! health history) carry over.
+//! health history) carry over. This module reads the file and swaps;
+//! building the new generation is `generation::next`'s job.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::access_log::AccessLogger;
 use crate::config::{Config, ConfigError};
-use crate::proxy::Proxy;
-use crate::server::Current;
+use crate::generation::{self, Current};
 
 /// Swaps in a new proxy generation from the configuration file.
 pub struct Reloader {
@@ -52,30 +51,9 @@ impl Reloader {
         if let Some(origin) = self.demo_origin {
             config = config.with_single_backend("demo", origin);
         }
-        self.install(config, &old);
+        self.current.store(Arc::new(generation::next(config, &old)));
+        let _ = self.notify.send(());
         tracing::info!(file = %path.display(), "configuration reloaded");
         Ok(())
-    }
-
-    fn install(&self, config: Config, old: &Arc<Proxy>) {
-        let ops = old.ops().clone();
-        let access_log = if config.log == old.config().log {
-            old.access_log().clone()
-        } else {
-            AccessLogger::start(&config.log, ops.metrics.access_log_dropped.clone()).unwrap_or_else(|error| {
-                tracing::error!(%error, "cannot open the new access log; access logging is off");
-                AccessLogger::off()
-            })
-        };
-        ops.set_maintenance_file(config.server.maintenance_file.clone());
-        let proxy = Proxy::build(
-            Arc::new(config),
-            old.cache().clone(),
-            ops,
-            access_log,
-            Some(old),
-        );
-        self.current.store(Arc::new(proxy));
-        let _ = self.notify.send(());
     }
 }

@@ -15,6 +15,9 @@
 //!   buckets (approximate under races, never locked).
 //!
 //! Picking the backend for the retry is the director's job, not this module's.
+//! This is a leaf: a failure arrives as a [`FailureKind`] and a flag (the
+//! backend's error classifies itself), so the policy needs nothing from the
+//! backend module and can be tested on plain values.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,48 +25,67 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderValue, Method, StatusCode};
 use rand::Rng;
 
-use crate::backend::FetchError;
 use crate::config::defaults::{RETRY_BUDGET_WINDOW, RETRY_MIN_PER_SECOND};
 use crate::config::RetryConfig;
 
+/// Which `[retry] retry_on` entry a failure without a usable response head
+/// falls under. The backend's error names its kind (`FetchError::kind`), so
+/// that this policy is decided on plain values and needs nothing from the
+/// backend module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection: refused, timed out, or closed before the request
+    /// went out (`retry_on.connect`).
+    Connect,
+    /// No response head within `first_byte_timeout` (`retry_on.first_byte_timeout`).
+    FirstByteTimeout,
+    /// Not HTTP, or closed before a whole head arrived (`retry_on.invalid_response`).
+    InvalidResponse,
+    /// Shellac's own limits (an oversized head, a full or timed-out queue,
+    /// no healthy backend): sending again would meet the same limit.
+    NotRetryable,
+}
+
 /// What went wrong with one attempt.
 #[derive(Clone, Copy, Debug)]
-pub enum Failure<'a> {
+pub enum Failure {
     /// No usable response head.
-    Error(&'a FetchError),
+    Error {
+        /// Which `retry_on` entry it falls under.
+        kind: FailureKind,
+        /// The request certainly never reached the backend, so even a
+        /// non-idempotent one may be sent again.
+        never_sent: bool,
+    },
     /// The backend answered with this status.
     Status(StatusCode),
 }
 
 /// Whether `failure` of a `method` request is listed in `retry_on` and safe
 /// to send again. `attempt` is the number of retries already made.
-pub fn may_retry(
-    config: &RetryConfig,
-    method: &Method,
-    failure: Failure<'_>,
-    attempt: u32,
-) -> bool {
+pub fn may_retry(config: &RetryConfig, method: &Method, failure: Failure, attempt: u32) -> bool {
     if attempt >= config.max_retries {
         return false;
     }
     let on = &config.retry_on;
     let listed = match failure {
         Failure::Status(status) => on.statuses.contains(&status.as_u16()),
-        Failure::Error(error) => match error {
-            FetchError::Connect { .. }
-            | FetchError::ConnectTimeout { .. }
-            | FetchError::ClosedBeforeSend { .. } => on.connect,
-            FetchError::FirstByteTimeout { .. } => on.first_byte_timeout,
-            FetchError::Protocol { .. } => on.invalid_response,
-            FetchError::HeadTooLarge { .. }
-            | FetchError::QueueFull { .. }
-            | FetchError::QueueTimeout { .. }
-            | FetchError::NoBackend { .. } => false,
+        Failure::Error { kind, .. } => match kind {
+            FailureKind::Connect => on.connect,
+            FailureKind::FirstByteTimeout => on.first_byte_timeout,
+            FailureKind::InvalidResponse => on.invalid_response,
+            FailureKind::NotRetryable => false,
         },
     };
     let safe = *method == Method::GET
         || *method == Method::HEAD
-        || matches!(failure, Failure::Error(e) if e.never_sent());
+        || matches!(
+            failure,
+            Failure::Error {
+                never_sent: true,
+                ..
+            }
+        );
     listed && safe
 }
 
@@ -185,7 +207,6 @@ mod tests {
     use crate::config::RetryOn;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
-    use std::sync::Arc;
 
     fn config() -> RetryConfig {
         RetryConfig {
@@ -202,27 +223,29 @@ mod tests {
         }
     }
 
-    fn refused() -> FetchError {
-        FetchError::Connect {
-            backend: Arc::from("b"),
-            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    /// A refused connect, as `FetchError::Connect` classifies it.
+    fn refused() -> Failure {
+        Failure::Error {
+            kind: FailureKind::Connect,
+            never_sent: true,
         }
     }
 
     #[test]
     fn get_is_retried_post_only_when_never_sent() {
         let c = config();
-        let timeout = FetchError::FirstByteTimeout {
-            backend: Arc::from("b"),
-            timeout: Duration::from_secs(1),
+        // As `FetchError::FirstByteTimeout` classifies it: the request was sent.
+        let timeout = Failure::Error {
+            kind: FailureKind::FirstByteTimeout,
+            never_sent: false,
         };
         let s503 = Failure::Status(StatusCode::SERVICE_UNAVAILABLE);
-        assert!(may_retry(&c, &Method::GET, Failure::Error(&timeout), 0));
+        assert!(may_retry(&c, &Method::GET, timeout, 0));
         assert!(may_retry(&c, &Method::HEAD, s503, 3));
         assert!(!may_retry(&c, &Method::GET, s503, 4), "max_retries");
-        assert!(!may_retry(&c, &Method::POST, Failure::Error(&timeout), 0));
+        assert!(!may_retry(&c, &Method::POST, timeout, 0));
         assert!(!may_retry(&c, &Method::POST, s503, 0));
-        assert!(may_retry(&c, &Method::POST, Failure::Error(&refused()), 0));
+        assert!(may_retry(&c, &Method::POST, refused(), 0));
         assert!(!may_retry(
             &c,
             &Method::GET,

@@ -23,12 +23,10 @@ use http::{Response, StatusCode};
 
 use crate::body::Body;
 use crate::config::ServerConfig;
+use crate::reason::Reason;
 
 /// `X-Shellac-Error`: the short reason of a synthetic answer (debug only).
 pub const X_SHELLAC_ERROR: HeaderName = HeaderName::from_static("x-shellac-error");
-
-/// The reason of the maintenance page.
-pub const MAINTENANCE: &str = "maintenance";
 
 /// How synthetic answers look, from the configuration.
 #[derive(Clone, Debug, Default)]
@@ -81,14 +79,14 @@ pub struct Synthetic {
     /// The status sent.
     pub status: StatusCode,
     /// The short reason, e.g. `connect_timeout` or `header_too_large`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// `Retry-After`, when the client should come back later.
     pub retry_after: Option<Duration>,
 }
 
 impl Synthetic {
     /// The synthetic 503 for a failed backend fetch.
-    pub fn backend_fetch_failed(reason: &'static str, retry_after: Duration) -> Synthetic {
+    pub fn backend_fetch_failed(reason: Reason, retry_after: Duration) -> Synthetic {
         Synthetic {
             status: StatusCode::SERVICE_UNAVAILABLE,
             reason,
@@ -100,7 +98,7 @@ impl Synthetic {
     pub fn maintenance(retry_after: Duration) -> Synthetic {
         Synthetic {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            reason: MAINTENANCE,
+            reason: Reason::Maintenance,
             retry_after: Some(retry_after),
         }
     }
@@ -109,13 +107,13 @@ impl Synthetic {
     pub fn rate_limited(retry_after: Duration) -> Synthetic {
         Synthetic {
             status: StatusCode::TOO_MANY_REQUESTS,
-            reason: "rate_limited",
+            reason: Reason::RateLimited,
             retry_after: Some(retry_after),
         }
     }
 
     /// A refusal without `Retry-After` (400, 431, 501, 504).
-    pub fn refuse(status: StatusCode, reason: &'static str) -> Synthetic {
+    pub fn refuse(status: StatusCode, reason: Reason) -> Synthetic {
         Synthetic {
             status,
             reason,
@@ -125,7 +123,7 @@ impl Synthetic {
 
     /// The page title: "503 Backend fetch failed" or "431 Request Header Fields Too Large".
     fn title(&self) -> String {
-        let text = if self.reason == MAINTENANCE {
+        let text = if self.reason == Reason::Maintenance {
             "Service Unavailable: maintenance"
         } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             "Backend fetch failed"
@@ -153,7 +151,7 @@ impl Synthetic {
         let (content_type, body) = if facts.json {
             let value = serde_json::json!({
                 "status": self.status.as_u16(),
-                "reason": self.reason,
+                "reason": self.reason.as_str(),
                 "xid": facts.xid,
                 "retry_after": retry_after,
                 "backends_tried": facts.backends_tried.iter().map(|b| b.as_ref()).collect::<Vec<&str>>(),
@@ -162,7 +160,7 @@ impl Synthetic {
         } else if let Some(template) = &pages.template {
             let page = template
                 .replace("{{status}}", &self.status.as_u16().to_string())
-                .replace("{{reason}}", &html_escape(self.reason))
+                .replace("{{reason}}", &html_escape(self.reason.as_str()))
                 .replace("{{xid}}", &facts.xid.to_string())
                 .replace(
                     "{{retry_after}}",
@@ -181,7 +179,7 @@ impl Synthetic {
             headers.insert(RETRY_AFTER, HeaderValue::from(after));
         }
         if pages.debug_headers {
-            if let Ok(value) = HeaderValue::from_str(self.reason) {
+            if let Ok(value) = HeaderValue::from_str(self.reason.as_str()) {
                 headers.insert(X_SHELLAC_ERROR, value);
             }
         }
@@ -192,7 +190,7 @@ impl Synthetic {
         let title = self.title();
         format!(
             "<!DOCTYPE html>\n<html>\n  <head>\n    <title>{title}</title>\n  </head>\n  <body>\n    <h1>Error {title}</h1>\n    <p>{reason}</p>\n    <h3>Guru Meditation:</h3>\n    <p>XID: {xid}</p>\n    <hr>\n    <p>Shellac cache server</p>\n  </body>\n</html>\n",
-            reason = html_escape(self.reason),
+            reason = html_escape(self.reason.as_str()),
         )
     }
 }
@@ -225,7 +223,7 @@ mod tests {
     #[test]
     fn page_names_the_failure_and_the_xid() {
         let response =
-            Synthetic::backend_fetch_failed("connect", Duration::from_secs(5)).render(42);
+            Synthetic::backend_fetch_failed(Reason::Connect, Duration::from_secs(5)).render(42);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
@@ -256,7 +254,7 @@ mod tests {
         assert!(!wants_json(&h));
         assert!(!wants_json(&HeaderMap::new()));
         let tried = [Arc::from("a"), Arc::from("b")];
-        let response = Synthetic::backend_fetch_failed("connect", Duration::from_secs(3))
+        let response = Synthetic::backend_fetch_failed(Reason::Connect, Duration::from_secs(3))
             .render_with(
                 &Pages::default(),
                 &Facts {
@@ -280,7 +278,7 @@ mod tests {
             template: Some(Arc::from("{{status}}|{{reason}}|{{xid}}|{{retry_after}}")),
             debug_headers: true,
         };
-        let response = Synthetic::backend_fetch_failed("queue_full", Duration::from_secs(2))
+        let response = Synthetic::backend_fetch_failed(Reason::QueueFull, Duration::from_secs(2))
             .render_with(
                 &pages,
                 &Facts {
@@ -290,7 +288,8 @@ mod tests {
             );
         assert_eq!(text(&response), "503|queue_full|9|2");
         assert_eq!(response.headers()[X_SHELLAC_ERROR], "queue_full");
-        let plain = Synthetic::backend_fetch_failed("connect", Duration::from_secs(2)).render(1);
+        let plain =
+            Synthetic::backend_fetch_failed(Reason::Connect, Duration::from_secs(2)).render(1);
         assert!(plain.headers().get(X_SHELLAC_ERROR).is_none());
     }
 }

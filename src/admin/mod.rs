@@ -18,7 +18,6 @@
 //! compared in constant time.
 
 mod guard;
-pub mod metrics;
 mod page;
 
 use std::convert::Infallible;
@@ -40,9 +39,9 @@ use tokio::net::TcpListener;
 
 use crate::backend::Forced;
 use crate::cache::BanMatcher;
+use crate::generation::Current;
+use crate::metrics::{BackendSnapshot, Snapshot};
 use crate::reload::Reloader;
-use crate::server::Current;
-use metrics::{BackendSnapshot, Snapshot};
 
 /// The largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;

@@ -16,40 +16,70 @@
 //! (a short mutex per backend, never a global one); a connection goes back
 //! to the list when its response body has been read to the end ([`Checkin`],
 //! carried by the body), without a task or a channel per request.
+//!
+//! The client is generic over the body of the requests it sends
+//! ([`RequestBody`]), as hyper's own client is: the crate's `Body` wraps this
+//! module's response body, so naming `Body` here would tie `backend` and
+//! `body` in a knot. The proxy fixes `B` to `Body`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::error::FetchError;
-use crate::body::{Body, TimedBody};
+use super::response::TimedBody;
 use crate::config::{BackendConfig, MIN_READ_BUFFER};
+
+/// The body of the requests a backend client sends: what hyper needs of
+/// it, and a way to hold a backend's response body, since the proxy hands one
+/// body type to hyper in both directions (the crate's `Body` is the one).
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + From<TimedBody<Self>>
+    + Send
+    + Sized
+    + 'static
+{
+}
+
+impl<T> RequestBody for T where
+    T: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + From<TimedBody<T>>
+        + Send
+        + 'static
+{
+}
 
 /// The most idle connections kept per backend; more are closed when they
 /// come back. Bounded so that a burst does not leave thousands of sockets open.
 const MAX_IDLE_PER_BACKEND: usize = 1024;
 
-struct IdleConn {
-    sender: SendRequest<Body>,
+struct IdleConn<B> {
+    sender: SendRequest<B>,
     since: Instant,
 }
 
-/// A backend's connection pool and limits.
-pub struct BackendClient {
+/// The idle connections of one backend, newest at the back.
+type IdleList<B> = Arc<Mutex<VecDeque<IdleConn<B>>>>;
+
+/// A backend's connection pool and limits; `B` is the body of the requests
+/// it sends.
+pub struct BackendClient<B> {
     name: Arc<str>,
     config: BackendConfig,
     builder: http1::Builder,
-    idle: Arc<Mutex<VecDeque<IdleConn>>>,
+    idle: IdleList<B>,
 }
 
-impl BackendClient {
+impl<B> BackendClient<B> {
     /// A client for one backend; no connection is opened until needed.
-    pub fn new(config: BackendConfig) -> BackendClient {
+    pub fn new(config: BackendConfig) -> BackendClient<B> {
         let mut builder = http1::Builder::new();
         builder
             .max_header_size(config.http_resp_size)
@@ -72,9 +102,16 @@ impl BackendClient {
         &self.config
     }
 
+    /// How many idle connections are pooled (for tests and the admin view).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+impl<B: RequestBody> BackendClient<B> {
     /// Sends `req` (origin-form URI, `Host` set) and returns the response
     /// whose body streams under `between_bytes_timeout`.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, FetchError> {
+    pub async fn send(&self, req: Request<B>) -> Result<Response<B>, FetchError> {
         self.send_returning(req, self.config.first_byte_timeout)
             .await
             .map_err(|failure| failure.error)
@@ -85,9 +122,9 @@ impl BackendClient {
     /// back in the error so it can go to another backend, body and all.
     pub async fn send_returning(
         &self,
-        req: Request<Body>,
+        req: Request<B>,
         first_byte_timeout: std::time::Duration,
-    ) -> Result<Response<Body>, SendFailure> {
+    ) -> Result<Response<B>, SendFailure<B>> {
         let failed = |error| SendFailure {
             error,
             request: None,
@@ -124,7 +161,7 @@ impl BackendClient {
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    fn checkout(&self) -> Option<SendRequest<B>> {
         let mut idle = self
             .idle
             .lock()
@@ -147,7 +184,7 @@ impl BackendClient {
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, FetchError> {
+    async fn connect(&self) -> Result<SendRequest<B>, FetchError> {
         let timeout = self.config.connect_timeout;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.config.addr)).await
         {
@@ -186,10 +223,10 @@ impl BackendClient {
 
     async fn send_on(
         &self,
-        mut sender: SendRequest<Body>,
-        req: Request<Body>,
+        mut sender: SendRequest<B>,
+        req: Request<B>,
         timeout: std::time::Duration,
-    ) -> Result<Response<Body>, Retry> {
+    ) -> Result<Response<B>, Retry<B>> {
         let sent = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
         let response = match sent {
             Err(_) => {
@@ -220,7 +257,7 @@ impl BackendClient {
             self.config.between_bytes_timeout,
             checkin,
         );
-        Ok(Response::from_parts(parts, Body::Backend(body)))
+        Ok(Response::from_parts(parts, B::from(body)))
     }
 
     /// `http_resp_hdr_len`: no single header line may be longer.
@@ -254,28 +291,23 @@ impl BackendClient {
             }
         }
     }
-
-    /// How many idle connections are pooled (for tests and the admin view).
-    pub fn idle_connections(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
-    }
 }
 
 /// A connection lent to one response: it goes back to the idle list when
 /// that response's body has been read to its end ([`TimedBody`] calls
 /// [`Checkin::body_ended`]); a body dropped half-way drops it, and hyper
 /// closes the connection.
-pub struct Checkin {
-    sender: SendRequest<Body>,
-    idle: Arc<Mutex<VecDeque<IdleConn>>>,
+pub(super) struct Checkin<B> {
+    sender: SendRequest<B>,
+    idle: IdleList<B>,
 }
 
-impl Checkin {
+impl<B: RequestBody> Checkin<B> {
     /// The response body was read to its end. By then hyper's connection
     /// task has almost always finished the message and is waiting for the
     /// next request, so the connection goes straight back; otherwise a
     /// small task waits until hyper says it is ready (or closed).
-    pub fn body_ended(self) {
+    pub(super) fn body_ended(self) {
         let Checkin { mut sender, idle } = self;
         if sender.is_ready() {
             park(&idle, sender);
@@ -292,7 +324,7 @@ impl Checkin {
 }
 
 /// Puts a ready connection at the back (newest end) of the idle list.
-fn park(idle: &Mutex<VecDeque<IdleConn>>, sender: SendRequest<Body>) {
+fn park<B>(idle: &Mutex<VecDeque<IdleConn<B>>>, sender: SendRequest<B>) {
     let mut idle = idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if idle.len() < MAX_IDLE_PER_BACKEND {
         idle.push_back(IdleConn {
@@ -303,16 +335,16 @@ fn park(idle: &Mutex<VecDeque<IdleConn>>, sender: SendRequest<Body>) {
 }
 
 /// A send that failed, with the request when it was certainly not sent.
-pub struct SendFailure {
+pub struct SendFailure<B> {
     /// Why it failed.
     pub error: FetchError,
     /// The untouched request, when it never left Shellac.
-    pub request: Option<Box<Request<Body>>>,
+    pub request: Option<Box<Request<B>>>,
 }
 
-enum Retry {
+enum Retry<B> {
     /// The request was not sent; here it is back, to send on another connection.
-    Again(Box<Request<Body>>),
+    Again(Box<Request<B>>),
     /// The fetch failed for good.
     Failed(FetchError),
 }

@@ -1,8 +1,12 @@
 //! `FetchError`: why a backend fetch failed, naming the backend and the
-//! limit or timeout involved, and what it means for the client.
+//! limit or timeout involved, and what it means for the client; and
+//! `BodyError`: why a backend's response body stopped after its head.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::reason::Reason;
+use crate::retry::{Failure, FailureKind};
 
 /// A backend fetch that produced no usable response head.
 #[derive(Debug, thiserror::Error)]
@@ -85,19 +89,66 @@ pub enum FetchError {
     },
 }
 
+/// A backend response body that stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The backend sent nothing for `between_bytes_timeout`.
+    #[error(
+        "backend {backend}: between_bytes_timeout ({timeout:?}) expired while reading the body"
+    )]
+    BetweenBytesTimeout {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// The configured limit that fired.
+        timeout: Duration,
+    },
+    /// The backend connection failed mid-body (closed early, bad chunking).
+    #[error("backend {backend}: body failed: {source}")]
+    Failed {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// hyper's description of what broke.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
 impl FetchError {
     /// The short reason used in logs and metrics labels.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            FetchError::Connect { .. } => "connect",
-            FetchError::ConnectTimeout { .. } => "connect_timeout",
-            FetchError::FirstByteTimeout { .. } => "first_byte_timeout",
-            FetchError::HeadTooLarge { .. } => "resp_hdr_too_large",
-            FetchError::Protocol { .. } => "invalid_response",
-            FetchError::ClosedBeforeSend { .. } => "connect",
-            FetchError::QueueFull { .. } => "queue_full",
-            FetchError::QueueTimeout { .. } => "queue_timeout",
-            FetchError::NoBackend { .. } => "no_healthy_backend",
+            FetchError::Connect { .. } => Reason::Connect,
+            FetchError::ConnectTimeout { .. } => Reason::ConnectTimeout,
+            FetchError::FirstByteTimeout { .. } => Reason::FirstByteTimeout,
+            FetchError::HeadTooLarge { .. } => Reason::RespHdrTooLarge,
+            FetchError::Protocol { .. } => Reason::InvalidResponse,
+            FetchError::ClosedBeforeSend { .. } => Reason::Connect,
+            FetchError::QueueFull { .. } => Reason::QueueFull,
+            FetchError::QueueTimeout { .. } => Reason::QueueTimeout,
+            FetchError::NoBackend { .. } => Reason::NoHealthyBackend,
+        }
+    }
+
+    /// Which `[retry] retry_on` entry this failure falls under.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            FetchError::Connect { .. }
+            | FetchError::ConnectTimeout { .. }
+            | FetchError::ClosedBeforeSend { .. } => FailureKind::Connect,
+            FetchError::FirstByteTimeout { .. } => FailureKind::FirstByteTimeout,
+            FetchError::Protocol { .. } => FailureKind::InvalidResponse,
+            FetchError::HeadTooLarge { .. }
+            | FetchError::QueueFull { .. }
+            | FetchError::QueueTimeout { .. }
+            | FetchError::NoBackend { .. } => FailureKind::NotRetryable,
+        }
+    }
+
+    /// This failure as `retry::may_retry` judges it.
+    pub fn failure(&self) -> Failure {
+        Failure::Error {
+            kind: self.kind(),
+            never_sent: self.never_sent(),
         }
     }
 
@@ -138,5 +189,44 @@ impl FetchError {
                 | FetchError::ConnectTimeout { .. }
                 | FetchError::ClosedBeforeSend { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds `[retry] retry_on` lists, and which failures never reached the backend.
+    #[test]
+    fn each_error_names_its_retry_kind() {
+        let backend = || Arc::<str>::from("b");
+        let refused = FetchError::Connect {
+            backend: backend(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let first_byte = FetchError::FirstByteTimeout {
+            backend: backend(),
+            timeout: Duration::from_secs(1),
+        };
+        let full = FetchError::QueueFull {
+            backend: backend(),
+            max_connections: 1,
+            queue_length: 0,
+        };
+        assert!(matches!(
+            refused.failure(),
+            Failure::Error {
+                kind: FailureKind::Connect,
+                never_sent: true
+            }
+        ));
+        assert!(matches!(
+            first_byte.failure(),
+            Failure::Error {
+                kind: FailureKind::FirstByteTimeout,
+                never_sent: false
+            }
+        ));
+        assert_eq!(full.kind(), FailureKind::NotRetryable);
     }
 }

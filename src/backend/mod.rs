@@ -8,19 +8,26 @@
 //! `max_connections` takes a short per-backend mutex, for its wait queue
 //! (`queue.rs`). A [`Pool`] asks its director (`director.rs`, pure logic)
 //! which usable backend gets the next request.
+//!
+//! Everything here is generic over `B`, the body of the requests a backend
+//! is sent (see `client.rs`): the backend's response body ([`TimedBody`])
+//! lives in this module, and the crate's `Body` wraps it, so this module
+//! never names `Body`; the proxy instantiates it with `B = Body`.
 
 mod client;
 pub mod director;
 mod error;
 mod probe;
 mod queue;
+mod response;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use client::{BackendClient, Checkin, SendFailure};
-pub use error::FetchError;
+pub use client::{BackendClient, RequestBody, SendFailure};
+pub use error::{BodyError, FetchError};
+pub use response::TimedBody;
 
 use crate::config::{defaults, BackendConfig, Config};
 use crate::retry::Budget;
@@ -28,10 +35,11 @@ use director::Director;
 use probe::Health;
 use queue::{Admission, Queue};
 
-/// One origin server and what Shellac knows about its health.
-pub struct Backend {
+/// One origin server and what Shellac knows about its health; `B` is the
+/// body of the requests it is sent.
+pub struct Backend<B> {
     /// Its pooled connections and limits.
-    pub client: BackendClient,
+    pub client: BackendClient<B>,
     /// Times below are milliseconds since this instant, so they fit atomics.
     epoch: Instant,
     /// The probe's verdict; `None` when the backend has no probe (always healthy).
@@ -86,24 +94,24 @@ impl Forced {
 
 /// A slot of a backend's in-flight capacity, held from the send until the
 /// response body is dropped; releasing it wakes the next queued request.
-pub struct InFlight {
-    backend: Arc<Backend>,
+pub struct InFlight<B> {
+    backend: Arc<Backend<B>>,
     trial: bool,
 }
 
-impl InFlight {
+impl<B> InFlight<B> {
     /// Whether this request is the one trial after an ejection.
     pub fn is_trial(&self) -> bool {
         self.trial
     }
 
     /// The backend this slot belongs to.
-    pub fn backend(&self) -> &Arc<Backend> {
+    pub fn backend(&self) -> &Arc<Backend<B>> {
         &self.backend
     }
 }
 
-impl Drop for InFlight {
+impl<B> Drop for InFlight<B> {
     fn drop(&mut self) {
         if self.trial {
             // A trial whose outcome was never recorded (the client went
@@ -122,8 +130,8 @@ impl Drop for InFlight {
 
 // === impl Backend ===
 
-impl Backend {
-    fn new(config: BackendConfig) -> Backend {
+impl<B> Backend<B> {
+    fn new(config: BackendConfig) -> Backend<B> {
         let health = config.probe.as_ref().map(Health::new);
         let queue = (config.max_connections > 0).then(|| {
             Queue::new(
@@ -261,7 +269,7 @@ impl Backend {
     /// (higher `priority` first), or not at all (`queue_full`,
     /// `queue_timeout`). Claims the trial when the backend's ejection has
     /// just ended; `Ok(None)` means another request took the trial first.
-    pub async fn admit(self: &Arc<Self>, priority: u8) -> Result<Option<InFlight>, FetchError> {
+    pub async fn admit(self: &Arc<Self>, priority: u8) -> Result<Option<InFlight<B>>, FetchError> {
         let trial = match self.ejected_until.load(Ordering::Acquire) {
             0 => false,
             _ => {
@@ -275,7 +283,7 @@ impl Backend {
                 true
             }
         };
-        let release_trial = |backend: &Backend| {
+        let release_trial = |backend: &Backend<B>| {
             if trial {
                 backend.trial.store(false, Ordering::Release);
             }
@@ -315,7 +323,7 @@ impl Backend {
 
     /// A response below 500 came back: the failure streak ends, and a
     /// successful trial ends the ejection.
-    pub fn record_success(&self, slot: &InFlight) {
+    pub fn record_success(&self, slot: &InFlight<B>) {
         self.failures.store(0, Ordering::Release);
         if slot.trial {
             self.ejections.store(0, Ordering::Release);
@@ -327,7 +335,7 @@ impl Backend {
 
     /// A transport error, timeout or 5xx: counts towards ejection; a failed
     /// trial ejects again at once, for twice as long.
-    pub fn record_failure(&self, slot: &InFlight) {
+    pub fn record_failure(&self, slot: &InFlight<B>) {
         let limit = self.config().consecutive_failures;
         if slot.trial {
             self.eject();
@@ -372,21 +380,21 @@ impl Backend {
 // === impl Pool ===
 
 /// A group of backends that share traffic.
-pub struct Pool {
+pub struct Pool<B> {
     name: Arc<str>,
-    members: Vec<Arc<Backend>>,
+    members: Vec<Arc<Backend<B>>>,
     director: Director,
     budget: Budget,
 }
 
-impl Pool {
+impl<B> Pool<B> {
     /// The pool's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
     /// Its backends, in configuration order.
-    pub fn members(&self) -> &[Arc<Backend>] {
+    pub fn members(&self) -> &[Arc<Backend<B>>] {
         &self.members
     }
 
@@ -398,7 +406,7 @@ impl Pool {
     /// The backend for the next attempt: a usable one not in `tried` when
     /// there is one, else any usable one (a pool of one retries the same
     /// backend). `key` is the cache key text (for the `hash` policy).
-    pub fn pick(&self, key: &str, tried: &[usize]) -> Option<(usize, &Arc<Backend>)> {
+    pub fn pick(&self, key: &str, tried: &[usize]) -> Option<(usize, &Arc<Backend<B>>)> {
         // One snapshot of health for both passes; a bit mask for the first
         // 64 members (every pool in practice), so picking allocates nothing.
         let mut mask = 0u64;
@@ -435,13 +443,13 @@ impl Pool {
 
 /// Every backend and pool of one configuration. Dropping it ends the probe
 /// tasks (they hold only weak references).
-pub struct Backends {
+pub struct Backends<B> {
     /// In configuration order.
-    pub backends: Vec<Arc<Backend>>,
+    pub backends: Vec<Arc<Backend<B>>>,
     /// In configuration order; routes refer to them by index.
-    pub pools: Vec<Pool>,
+    pub pools: Vec<Pool<B>>,
     /// `[cluster]` peering, when configured.
-    pub peers: Option<Peers>,
+    pub peers: Option<Peers<B>>,
 }
 
 /// The `[cluster]` peers as two `hash` pools over the same backends. The
@@ -450,19 +458,19 @@ pub struct Backends {
 /// that member's keys, so both agree on every key this node does not own,
 /// and a retry can never loop back to this node (which would wait on its
 /// own waiting list).
-pub struct Peers {
+pub struct Peers<B> {
     /// Every peer, this node included.
-    pub ring: Pool,
+    pub ring: Pool<B>,
     /// Every peer but this node.
-    pub others: Pool,
+    pub others: Pool<B>,
     /// This node's index in `ring`.
     pub me: usize,
 }
 
-impl Backends {
+impl<B: RequestBody> Backends<B> {
     /// Builds clients for every backend of `config` (no connection is opened
     /// yet) and, inside a tokio runtime, starts one probe task per probed backend.
-    pub fn new(config: &Config) -> Backends {
+    pub fn new(config: &Config) -> Backends<B> {
         Backends::build(config, None)
     }
 
@@ -471,11 +479,11 @@ impl Backends {
     /// probe history, ejection state and hand-set health survive a reload
     /// (Varnish loses probe state on reload). A changed backend starts afresh
     /// but keeps its hand-set health.
-    pub fn build(config: &Config, previous: Option<&Backends>) -> Backends {
+    pub fn build(config: &Config, previous: Option<&Backends<B>>) -> Backends<B> {
         let old = |name: &str| {
             previous.and_then(|p| p.backends.iter().find(|b| b.name().as_ref() == name))
         };
-        let backends: Vec<Arc<Backend>> = config
+        let backends: Vec<Arc<Backend<B>>> = config
             .backends
             .iter()
             .map(|b| match old(&b.name) {
@@ -501,7 +509,7 @@ impl Backends {
             .pools
             .iter()
             .map(|p| {
-                let members: Vec<Arc<Backend>> =
+                let members: Vec<Arc<Backend<B>>> =
                     p.backends.iter().map(|&i| backends[i].clone()).collect();
                 let weighted: Vec<(&str, u32)> = members
                     .iter()
@@ -517,12 +525,12 @@ impl Backends {
             .collect();
         // Peers get fresh state on reload: their health is only passive.
         let peers = config.cluster.as_ref().map(|cluster| {
-            let members: Vec<Arc<Backend>> = cluster
+            let members: Vec<Arc<Backend<B>>> = cluster
                 .peers
                 .iter()
                 .map(|p| Arc::new(Backend::new(p.clone())))
                 .collect();
-            let pool = |name: &str, members: Vec<Arc<Backend>>| {
+            let pool = |name: &str, members: Vec<Arc<Backend<B>>>| {
                 let weighted: Vec<(&str, u32)> = members
                     .iter()
                     .map(|b| (b.name().as_ref(), b.config().weight))
@@ -576,7 +584,8 @@ mod tests {
             names.join(", ")
         ));
         let config = Config::parse(std::path::Path::new("t.toml"), &text).expect("valid config");
-        let backends = Backends::new(&config);
+        // Any body type does for picking; the crate's is at hand.
+        let backends = Backends::<crate::body::Body>::new(&config);
         let pool = &backends.pools[0];
         for wanted in [0, 63, 64, 69] {
             let tried: Vec<usize> = (0..70).filter(|&i| i != wanted).collect();

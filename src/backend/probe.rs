@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Backend;
+use super::{Backend, RequestBody};
 use crate::config::ProbeConfig;
 
 /// The probe verdict of one backend. Only its probe task writes it.
@@ -110,7 +110,7 @@ fn successes_needed(bits: u64, window: u32, threshold: u32) -> u32 {
 }
 
 /// Starts the probe task of `backend` (when inside a tokio runtime).
-pub(super) fn spawn(backend: Weak<Backend>) {
+pub(super) fn spawn<B: RequestBody>(backend: Weak<Backend<B>>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no tokio runtime: health probes not started");
         return;
@@ -118,7 +118,7 @@ pub(super) fn spawn(backend: Weak<Backend>) {
     runtime.spawn(run(backend));
 }
 
-async fn run(weak: Weak<Backend>) {
+async fn run<B: RequestBody>(weak: Weak<Backend<B>>) {
     loop {
         let Some(backend) = weak.upgrade() else {
             return;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::key::CacheKey;
+use crate::reason::Reason;
 
 const SHARDS: usize = 64;
 
@@ -42,7 +43,7 @@ pub enum Outcome {
     /// Not storable: each waiter fetches for itself.
     Uncacheable,
     /// The fetch failed for this reason.
-    Failed(&'static str),
+    Failed(Reason),
     /// The writer went away without an outcome.
     Abandoned,
 }

@@ -9,44 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{header, Method, StatusCode, Version};
 
 use crate::config::LogFormat;
-
-/// One request sent to a backend: its first-byte time, or why it failed.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    /// The backend's name.
-    pub backend: Arc<str>,
-    /// Time to the response head, or the failure reason (a 5xx answer
-    /// counts as `status_5xx`).
-    pub result: Result<std::time::Duration, &'static str>,
-}
-
-/// How the cache took part in a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from a fresh cached object.
-    Hit,
-    /// Served from a stale object (grace, `max-stale`, stale-if-error).
-    HitStale,
-    /// Looked up, not found usable, fetched.
-    Miss,
-    /// Not looked up (unsafe method, credentials), fetched.
-    Pass,
-    /// Answered by Shellac itself (errors).
-    Synth,
-}
-
-impl Outcome {
-    /// The lower-case label used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::HitStale => "hit_stale",
-            Outcome::Miss => "miss",
-            Outcome::Pass => "pass",
-            Outcome::Synth => "synth",
-        }
-    }
-}
+use crate::metrics::Finished;
+pub use crate::metrics::{Attempt, Outcome};
+use crate::reason::Reason;
 
 /// The facts about one request that logs and metrics need.
 pub struct RequestCtx {
@@ -65,7 +30,7 @@ pub struct RequestCtx {
     /// The backend fetched from, if any.
     pub backend: Option<Arc<str>>,
     /// Why a fetch failed or a synthetic answer was made.
-    pub error: Option<&'static str>,
+    pub error: Option<Reason>,
     /// Why a fetched response was not stored.
     pub not_stored: Option<&'static str>,
     /// It waited for another request's fetch of the same key.
@@ -101,6 +66,18 @@ impl RequestCtx {
         }
     }
 
+    /// What the metrics count of this request, which ended with `status`.
+    pub fn finished(&self, status: u16) -> Finished<'_> {
+        Finished {
+            outcome: self.outcome,
+            status,
+            duration: self.start.elapsed(),
+            reason: self.error,
+            collapsed: self.collapsed,
+            attempts: &self.attempts,
+        }
+    }
+
     /// One trace line per request, at debug level (the access log proper
     /// is `[log] access`).
     pub fn trace(&self, uri: &http::Uri, status: StatusCode) {
@@ -113,7 +90,7 @@ impl RequestCtx {
             status = status.as_u16(),
             cache = self.outcome.as_str(),
             backend = self.backend.as_deref().unwrap_or("-"),
-            error = self.error.unwrap_or("-"),
+            error = self.error.map_or("-", Reason::as_str),
             retries = self.retries,
             tried = %Tried(&self.tried),
             duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
@@ -197,7 +174,7 @@ impl RequestCtx {
                 "backend": self.backend.as_deref(),
                 "retries": self.retries,
                 "ttfb_ms": self.ttfb().map(|d| d.as_secs_f64() * 1000.0),
-                "error": self.error,
+                "error": self.error.map(Reason::as_str),
             })
             .to_string(),
         }

@@ -16,10 +16,21 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 
 use super::{Attempt, RequestCtx};
-use crate::backend::{FetchError, InFlight, Pool};
+use crate::backend::{self, FetchError};
 use crate::body::Body;
 use crate::config::{RetryConfig, RouteConfig};
+use crate::reason::Reason;
 use crate::retry::{self, Failure};
+
+// The backend module is generic over the body of the requests it sends (so
+// that it never names `Body`, which wraps its response body); the proxy
+// sends the crate's one body type.
+/// Every backend and pool of one configuration.
+pub(super) type Backends = backend::Backends<Body>;
+/// A pool of backends.
+pub(super) type Pool = backend::Pool<Body>;
+/// A backend's in-flight slot.
+type InFlight = backend::InFlight<Body>;
 
 /// Sends the prepared backend request to a backend of `pool`, retrying as
 /// `[retry]` allows. `key` is the cache key text (for the `hash` policy).
@@ -84,7 +95,7 @@ pub(super) async fn fetch(
             Ok(response) => {
                 let status = response.status();
                 let result = if status.is_server_error() {
-                    Err("status_5xx")
+                    Err(Reason::Status5xx)
                 } else {
                     Ok(sent_at.elapsed())
                 };
@@ -120,13 +131,13 @@ pub(super) async fn fetch(
                 let error = failure.error;
                 // A request that never reached the backend added no load to
                 // it, so its retry does not draw on the budget.
-                if !retry::may_retry(rules, &method, Failure::Error(&error), ctx.retries)
+                if !retry::may_retry(rules, &method, error.failure(), ctx.retries)
                     || !can_resend(&request, resendable)
                     || !(error.never_sent() || pool.budget().try_retry())
                 {
                     return Err(error);
                 }
-                tracing::info!(xid = ctx.xid, backend = %backend.name(), reason = error.reason(), %error, retry = ctx.retries + 1, "retrying after fetch error");
+                tracing::info!(xid = ctx.xid, backend = %backend.name(), reason = error.reason().as_str(), %error, retry = ctx.retries + 1, "retrying after fetch error");
                 last_error = Some(error);
             }
         }

@@ -40,7 +40,6 @@ use http_body::Body as _;
 pub use context::{Attempt, Outcome, RequestCtx};
 
 use crate::access_log::AccessLogger;
-use crate::backend::Backends;
 use crate::body::{self, Body, RequestBodyState};
 use crate::cache::coalesce::{Outcome as Flight, Role, Waiter, WriterGuard};
 use crate::cache::policy::{self, RequestMode};
@@ -49,10 +48,12 @@ use crate::config::Config;
 use crate::limits;
 use crate::ops::Ops;
 use crate::ratelimit::RateLimits;
+use crate::reason::Reason;
 use crate::synth::{self, Pages, Synthetic};
 use context::LogHead;
 use deliver::{close_connection, content_length};
 use exchange::Exchange;
+use fetch::Backends;
 use upstream::ClientHead;
 
 /// How many times a waiter looks up again after its writer stored or went
@@ -176,7 +177,7 @@ impl Proxy {
                 .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
         }
         let status = response.status();
-        self.ops.metrics.record(ctx, status.as_u16());
+        self.ops.metrics.record(&ctx.finished(status.as_u16()));
         ctx.trace(uri, status);
         if let Some(head) = log_head {
             let bytes = content_length(response.headers());
@@ -214,7 +215,7 @@ impl Proxy {
         // 2. Route.
         let Some(mut exchange) = Exchange::of(&req, &self.config.routes, &self.config.cache) else {
             let refusal =
-                Synthetic::backend_fetch_failed("no_route", self.config.server.retry_after);
+                Synthetic::backend_fetch_failed(Reason::NoRoute, self.config.server.retry_after);
             return Started::Answered(self.synthetic(ctx, refusal));
         };
         if req.method().as_str() == "PURGE" {
@@ -277,7 +278,7 @@ impl Proxy {
             Found::Miss => {}
         }
         if exchange.cc.only_if_cached {
-            let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, "only_if_cached");
+            let refusal = Synthetic::refuse(StatusCode::GATEWAY_TIMEOUT, Reason::OnlyIfCached);
             return Next::Answer(self.synthetic(ctx, refusal));
         }
         ctx.outcome = Outcome::Miss;

@@ -15,14 +15,16 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::deliver::close_connection;
+use super::fetch::Pool;
 use super::upstream::ClientHead;
 use super::{headers, release, Exchange, Outcome, Proxy, RequestCtx};
-use crate::backend::{FetchError, Pool};
+use crate::backend::FetchError;
 use crate::body::{Body, RequestBodyFault};
 use crate::cache::coalesce::{Outcome as Flight, WriterGuard};
 use crate::cache::policy;
 use crate::cache::CachedObject;
 use crate::config::defaults::{RETRY_AFTER_MAX, RETRY_AFTER_MIN};
+use crate::reason::Reason;
 use crate::synth::{Facts, Synthetic};
 
 /// The stale object, if there is one and it may stand in for an error now
@@ -59,7 +61,7 @@ impl Proxy {
         tracing::warn!(
             xid = ctx.xid,
             backend = error.backend().unwrap_or("-"),
-            reason = error.reason(),
+            reason = error.reason().as_str(),
             %error,
             "backend fetch failed"
         );
@@ -75,7 +77,7 @@ impl Proxy {
         ctx: &mut RequestCtx,
         parts: &Parts,
         stale: Option<Arc<CachedObject>>,
-        reason: &'static str,
+        reason: Reason,
         pool: &Pool,
     ) -> Response<Body> {
         if let Some(stale) = stale_for_error(stale.as_ref()) {
@@ -96,7 +98,7 @@ impl Proxy {
         status: StatusCode,
         guard: Option<WriterGuard>,
     ) -> Response<Body> {
-        let reason = "backend_error_status";
+        let reason = Reason::BackendErrorStatus;
         release(guard, Flight::Failed(reason));
         ctx.error = Some(reason);
         let mut response = self.serve_stale_on_error(ctx, &client.parts(), stale, reason);
@@ -129,15 +131,15 @@ impl Proxy {
     ) -> Response<Body> {
         let refusal = match fault {
             RequestBodyFault::TooLarge => {
-                Synthetic::refuse(StatusCode::PAYLOAD_TOO_LARGE, "max_request_body")
+                Synthetic::refuse(StatusCode::PAYLOAD_TOO_LARGE, Reason::MaxRequestBody)
             }
             RequestBodyFault::Malformed => {
-                Synthetic::refuse(StatusCode::BAD_REQUEST, "invalid_request_body")
+                Synthetic::refuse(StatusCode::BAD_REQUEST, Reason::InvalidRequestBody)
             }
         };
         tracing::info!(
             xid = ctx.xid,
-            reason = refusal.reason,
+            reason = refusal.reason.as_str(),
             "request body refused"
         );
         let response = self.synthetic(ctx, refusal);
@@ -149,11 +151,11 @@ impl Proxy {
         ctx: &mut RequestCtx,
         parts: &Parts,
         stale: &CachedObject,
-        reason: &'static str,
+        reason: Reason,
     ) -> Response<Body> {
         tracing::info!(
             xid = ctx.xid,
-            reason,
+            reason = reason.as_str(),
             "serving stale content instead of an error (stale-if-error)"
         );
         ctx.outcome = Outcome::HitStale;

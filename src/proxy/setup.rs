@@ -9,14 +9,15 @@ use http::header::HeaderValue;
 use http::{Response, Version};
 
 use super::deliver::close_connection;
+use super::fetch::Backends;
 use super::{headers, Proxy};
 use crate::access_log::AccessLogger;
-use crate::backend::Backends;
 use crate::body::Body;
 use crate::cache::{Cache, ObjectStore};
 use crate::config::Config;
 use crate::ops::Ops;
 use crate::ratelimit::RateLimits;
+use crate::reason::Reason;
 use crate::synth::{Pages, Synthetic};
 
 impl Proxy {
@@ -93,7 +94,7 @@ impl Proxy {
     /// the synthetic 503 with `Retry-After`, and the connection closed.
     pub fn over_capacity(&self, version: Version) -> Response<Body> {
         let refusal =
-            Synthetic::backend_fetch_failed("max_connections", self.config.server.retry_after);
+            Synthetic::backend_fetch_failed(Reason::MaxConnections, self.config.server.retry_after);
         let mut response = refusal.render(self.xid());
         response
             .headers_mut()

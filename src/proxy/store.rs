@@ -22,6 +22,7 @@ use crate::body::{Body, CaptureBody, Captured};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, Lifetimes, NotStored, RequestMode, StoreRules};
 use crate::cache::{CacheKey, CachedObject};
+use crate::reason::Reason;
 use crate::synth::Synthetic;
 
 impl Proxy {
@@ -285,18 +286,18 @@ impl Proxy {
         if allow.is_empty() {
             return self.synthetic(
                 ctx,
-                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, "purge_not_enabled"),
+                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, Reason::PurgeNotEnabled),
             );
         }
         if !allow.iter().any(|net| net.contains(&ctx.client_ip)) {
             return self.synthetic(
                 ctx,
-                Synthetic::refuse(StatusCode::FORBIDDEN, "purge_not_allowed"),
+                Synthetic::refuse(StatusCode::FORBIDDEN, Reason::PurgeNotAllowed),
             );
         }
         self.cache.purge(key);
         ctx.outcome = Outcome::Synth;
-        ctx.error = Some("purge");
+        ctx.error = Some(Reason::Purge);
         tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
         let mut response = Response::new(Body::full("Purged\n"));
         response

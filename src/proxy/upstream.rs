@@ -11,8 +11,9 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 
+use super::fetch::Pool;
 use super::{fetch, headers, Exchange, Proxy, RequestCtx};
-use crate::backend::{FetchError, Pool};
+use crate::backend::FetchError;
 use crate::body::Body;
 use crate::cache::policy::RequestMode;
 use crate::cache::CachedObject;

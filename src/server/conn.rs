@@ -38,6 +38,7 @@ use tokio::time::Sleep;
 
 use super::framing::FramingWatch;
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
+use crate::generation::Current;
 use crate::proxy::Handled;
 
 /// Bytes read from the client per read call (the framing watch sees them
@@ -128,7 +129,7 @@ async fn sniff(io: &mut ActivityIo) -> std::io::Result<Option<Protocol>> {
 pub(super) async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
-    current: super::Current,
+    current: Current,
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
 ) {

@@ -1,6 +1,7 @@
 //! The client side: accept loops, one task per connection, listener changes
 //! on reload, and the drain on shutdown. It knows nothing of HTTP semantics;
-//! every request goes to the current [`Proxy`] generation.
+//! every request goes to the current [`Proxy`](crate::proxy::Proxy) generation
+//! ([`Current`], which `generation` owns).
 //!
 //! # `max_connections`
 //!
@@ -26,7 +27,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::proxy::Proxy;
+use crate::generation::Current;
 
 pub use conn::Settings;
 
@@ -49,9 +50,6 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// The accept queue's length (what `TcpListener::bind` uses too); the
 /// kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 1024;
-
-/// The proxy generation new requests go to; a reload swaps it.
-pub type Current = Arc<ArcSwap<Proxy>>;
 
 /// What every accept loop shares.
 struct Shared {

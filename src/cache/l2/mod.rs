@@ -29,9 +29,9 @@ use redis::cluster_async::ClusterConnection;
 use super::ban::BanMatcher;
 use super::key::CacheKey;
 use super::object::CachedObject;
-use crate::admin::metrics::L2Metrics;
 use crate::config::defaults::{L2_BREAKER_OPEN, L2_RECONNECT_MAX};
 use crate::config::{L2Config, L2Endpoint};
+use crate::metrics::L2Metrics;
 use breaker::Breaker;
 use codec::Decoded;
 

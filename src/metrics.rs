@@ -2,8 +2,15 @@
 //! scrape (`shellac_` prefix, Prometheus conventions). The request path only
 //! bumps handles: the per-outcome counters and histograms are created up
 //! front, so a cache hit never looks a label set up.
+//!
+//! This is a leaf: it owns the vocabulary the counters are keyed by
+//! ([`Outcome`], [`Attempt`]; reasons are [`Reason`]s) and is handed plain values ([`Finished`]) at
+//! the pipeline's single exit, so the cache's second tier, the operational
+//! state and the admin listener can all use it without reaching up into the
+//! request path.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +19,64 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::proxy::{Outcome, RequestCtx};
+use crate::reason::Reason;
+
+/// How the cache took part in a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from a fresh cached object.
+    Hit,
+    /// Served from a stale object (grace, `max-stale`, stale-if-error).
+    HitStale,
+    /// Looked up, not found usable, fetched.
+    Miss,
+    /// Not looked up (unsafe method, credentials), fetched.
+    Pass,
+    /// Answered by Shellac itself (errors).
+    Synth,
+}
+
+impl Outcome {
+    /// The lower-case label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::HitStale => "hit_stale",
+            Outcome::Miss => "miss",
+            Outcome::Pass => "pass",
+            Outcome::Synth => "synth",
+        }
+    }
+}
+
+/// One request sent to a backend: its first-byte time, or why it failed.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The backend's name.
+    pub backend: Arc<str>,
+    /// Time to the response head, or the failure reason (a 5xx answer
+    /// counts as `status_5xx`).
+    pub result: Result<Duration, Reason>,
+}
+
+/// What the metrics count of one finished request, read from its context
+/// at the pipeline's single exit. Borrowed plain values: building one costs
+/// no allocation.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished<'a> {
+    /// How the cache took part.
+    pub outcome: Outcome,
+    /// The status sent to the client.
+    pub status: u16,
+    /// From the request head to the response head.
+    pub duration: Duration,
+    /// Why a fetch failed or a synthetic answer was made.
+    pub reason: Option<Reason>,
+    /// It waited for another request's fetch of the same key.
+    pub collapsed: bool,
+    /// Every backend request made for it, retries included, in order.
+    pub attempts: &'a [Attempt],
+}
 
 /// `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -243,33 +307,37 @@ impl Metrics {
     }
 
     /// Counts one finished request (called once, at the pipeline's single exit).
-    pub fn record(&self, ctx: &RequestCtx, status: u16) {
-        let i = outcome_index(ctx.outcome);
+    pub fn record(&self, request: &Finished<'_>) {
+        let i = outcome_index(request.outcome);
+        let status = request.status;
         self.requests[i].inc();
-        self.durations[i].observe(ctx.start.elapsed().as_secs_f64());
-        if ctx.outcome == Outcome::Synth && status == 503 {
+        self.durations[i].observe(request.duration.as_secs_f64());
+        if request.outcome == Outcome::Synth && status == 503 {
             self.synth_503.inc();
         }
-        if ctx.outcome == Outcome::Synth {
+        if request.outcome == Outcome::Synth {
             self.synth
                 .get_or_create(&SynthLabel {
                     status,
-                    reason: ctx.error.unwrap_or("unknown"),
+                    reason: request.reason.map_or("unknown", Reason::as_str),
                 })
                 .inc();
         }
         if status == 429 {
             self.rate_limited.inc();
         }
-        if ctx.collapsed {
+        if request.collapsed {
             self.coalesced.inc();
         }
-        for (n, attempt) in ctx.attempts.iter().enumerate() {
+        for (n, attempt) in request.attempts.iter().enumerate() {
             let backend = BackendLabel {
                 backend: attempt.backend.clone(),
             };
             // A request shed by the queue never reached the backend.
-            if !matches!(attempt.result, Err("queue_full" | "queue_timeout")) {
+            if !matches!(
+                attempt.result,
+                Err(Reason::QueueFull | Reason::QueueTimeout)
+            ) {
                 self.backend_requests.get_or_create(&backend).inc();
             }
             if n > 0 {
@@ -285,7 +353,7 @@ impl Metrics {
                     self.backend_failures
                         .get_or_create(&BackendReason {
                             backend: backend.backend,
-                            reason,
+                            reason: reason.as_str(),
                         })
                         .inc();
                 }
