@@ -2,29 +2,47 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, validated into [`Config`] (`--check` and `run` share it).
+//! By layer, top to bottom; a module imports only from layers below its
+//! own (docs/architecture.md states the rule, `tests/architecture.rs`
+//! checks it).
+//!
+//! Entry points:
 //! - [`server`]: listeners, one task per connection, idle timeout, drain.
-//! - [`proxy`]: the request pipeline, phase by phase; the only user of both cache and backends.
-//! - [`limits`]: request-head checks (400, 431, 501).
-//! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store; the
-//!   Redis second tier and invalidation fan-out (`cache::l2`).
-//! - [`backend`]: pooled clients with their timeouts and limits (the response
-//!   body with its between-bytes timer); health probes, passive ejection,
-//!   queueing; pools and their directors.
-//! - [`reason`]: why a fetch failed or Shellac answered itself, with the labels logs and metrics use.
-//! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
-//! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
-//!   the request-body limit.
-//! - [`synth`]: every response Shellac makes itself.
-//! - [`demo`]: the `--demo` origin.
-//! - [`admin`]: the admin listener (metrics, health, backends, bans, reload, maintenance, status page).
-//! - [`metrics`]: every metric family, and the outcome and attempt types they count.
-//! - [`ops`]: what outlives a reload (metrics, maintenance, draining, request ids).
+//! - [`admin`]: the admin listener (metrics, health, backends, bans, reload,
+//!   maintenance, status page) and its guard against cross-site requests.
 //! - [`generation`]: building a [`proxy::Proxy`] generation, the current one
 //!   ([`generation::Current`]), and the housekeeping that follows it.
 //! - [`reload`]: hot reload on SIGHUP and `POST /reload`.
-//! - [`access_log`]: the non-blocking access-log writer.
+//!
+//! The pipeline:
+//! - [`proxy`]: the request path as named phases (`proxy/mod.rs` is the
+//!   sequence; one file per phase); the only user of both cache and backends.
+//!
+//! Services of the request path:
+//! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store, the
+//!   waiting list; the Redis second tier and invalidation fan-out (`cache::l2`).
+//! - [`backend`]: pooled clients with their timeouts and limits (the response
+//!   body with its between-bytes timer); health probes, passive ejection,
+//!   queueing; pools and their directors.
+//! - [`synth`]: every response Shellac makes itself.
+//! - [`limits`]: request-head checks (400, 431, 501).
 //! - [`ratelimit`]: `[[rate_limit]]` quotas (429).
+//! - [`access_log`]: the non-blocking access-log writer.
+//! - [`ops`]: what outlives a reload (metrics, maintenance, draining, request ids).
+//! - [`demo`]: the `--demo` origin.
+//!
+//! Shared types:
+//! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
+//!   the request-body limit.
+//! - [`config`]: the TOML file, validated into [`Config`] (`--check` and `run`
+//!   share it); raw structs, one builder per section, shared checks.
+//!
+//! Leaves (they import nothing from the request path):
+//! - [`metrics`]: every metric family, and the outcome and attempt types they count.
+//! - [`reason`]: why a fetch failed or Shellac answered itself, with the labels
+//!   logs, metrics and headers use.
+//! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
+//! - [`host`]: host names as Shellac compares them (routes, keys, bans).
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 

@@ -1,21 +1,25 @@
-//! The request pipeline: one ordered async function, [`Proxy::handle`],
-//! whose phases are written out top to bottom. This is the only module that
-//! uses both the cache and the backends.
+//! The request pipeline: [`Proxy::handle`] and the phases it runs, top to
+//! bottom. This file holds only the sequence; each phase calls into the
+//! file named after what it does (docs/architecture.md has the map). This
+//! is the only module that uses both the cache and the backends.
 //!
 //! ```text
-//! limits → route → cache lookup ─ fresh ──────────────► deliver (304 / 206 / 200)
-//!                               ├ stale in grace ─────► deliver + one background refresh
-//!                               └ miss / revalidate ──► waiting list ─ writer ─► fetch
-//!                                                                     └ waiter ─► look up again
-//! fetch → 304: refresh the stored object │ storable: store while streaming │ else hit-for-miss
-//!       → failed: stale-if-error, else the synthetic 503
-//! single exit: one log line from RequestCtx
+//! handle ─ start: gate (limits) → exchange (route, key, mode) → look
+//!   look (lookup.rs): fresh ─────────────► deliver (304 / 206 / 200)
+//!                     stale in grace ────► deliver + one background refresh (store.rs)
+//!                     miss / revalidate ─► waiting list: writer → fetch | waiter → wait, look again
+//!   fetch: upstream.rs (backend head, peers) → fetch.rs (attempts, retries)
+//!          → store.rs (304 refresh, store while streaming, hit-for-miss) → deliver.rs
+//!          → failed: rescue.rs (stale-if-error, else the synthetic 503)
+//!   exit: one log line and the metrics, from RequestCtx
 //! ```
 
 mod context;
 mod deliver;
 mod exchange;
+mod exit;
 mod fetch;
+mod gate;
 pub mod headers;
 mod lookup;
 pub mod range;
@@ -31,9 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HeaderValue;
 use http::request::Parts;
-use http::uri::Uri;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 
@@ -51,7 +53,6 @@ use crate::ratelimit::RateLimits;
 use crate::reason::Reason;
 use crate::synth::{self, Pages, Synthetic};
 use context::LogHead;
-use deliver::{close_connection, content_length};
 use exchange::Exchange;
 use fetch::Backends;
 use upstream::ClientHead;
@@ -163,30 +164,6 @@ impl Proxy {
         }
     }
 
-    /// The single exit: metrics, the debug trace and the access log.
-    fn exit(
-        &self,
-        ctx: &mut RequestCtx,
-        uri: &Uri,
-        log_head: Option<LogHead>,
-        mut response: Response<Body>,
-    ) -> Response<Body> {
-        if ctx.retries > 0 {
-            response
-                .headers_mut()
-                .insert(headers::X_SHELLAC_RETRIES, HeaderValue::from(ctx.retries));
-        }
-        let status = response.status();
-        self.ops.metrics.record(&ctx.finished(status.as_u16()));
-        ctx.trace(uri, status);
-        if let Some(head) = log_head {
-            let bytes = content_length(response.headers());
-            self.access_log
-                .log(ctx.access_line(self.access_log.format(), &head, status, bytes));
-        }
-        response
-    }
-
     /// Steps 1 to 4 of the pipeline, none of which waits: limits, route, the
     /// request's mode and the first look in the cache.
     fn start<B: Into<Body>>(
@@ -196,20 +173,8 @@ impl Proxy {
         ctx: &mut RequestCtx,
     ) -> Started {
         // 1. Limits.
-        if let Some(retry_after) = self.ops.maintenance(self.config.server.retry_after) {
-            return Started::Answered(self.synthetic(ctx, Synthetic::maintenance(retry_after)));
-        }
-        if let Err(refusal) = limits::check(&req, framing, &self.config.server) {
-            let response = self.synthetic(ctx, refusal);
-            return Started::Answered(close_connection(response, req.version()));
-        }
-        if !self.rate_limits.is_empty() {
-            if let Some(wait) =
-                self.rate_limits
-                    .check(req.uri().path(), ctx.client_ip, req.headers())
-            {
-                return Started::Answered(self.synthetic(ctx, Synthetic::rate_limited(wait)));
-            }
+        if let Some(refusal) = self.gate(&req, framing, ctx) {
+            return Started::Answered(refusal);
         }
 
         // 2. Route.
