@@ -334,6 +334,27 @@ impl Origin {
     /// A hyper origin answering `reply` that can be killed with the [`Killer`].
     pub async fn mortal(reply: Reply) -> (Origin, Killer) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Origin::mortal_on(listener, reply)
+    }
+
+    /// Like [`Origin::mortal`], but on `addr`: an origin that comes back on
+    /// the port of one that was killed (a restarted process). Binding is
+    /// retried for up to 5 s while the killed listener goes away.
+    pub async fn mortal_at(addr: SocketAddr, reply: Reply) -> (Origin, Killer) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    panic!("could not bind the restarted origin on {addr}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        Origin::mortal_on(listener, reply)
+    }
+
+    fn mortal_on(listener: TcpListener, reply: Reply) -> (Origin, Killer) {
         let origin = Origin {
             addr: listener.local_addr().expect("origin addr"),
             count: Arc::default(),
