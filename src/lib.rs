@@ -118,6 +118,9 @@ pub struct Launch {
     pub admin: Option<TcpListener>,
     /// `--demo`: the demo origin that replaces the backends on every (re)load.
     pub demo_origin: Option<SocketAddr>,
+    /// How many diagnostic log lines the non-blocking writer has dropped so
+    /// far (`main` sets it; copied into `shellac_log_dropped_total`).
+    pub log_dropped: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 /// Runs Shellac on `listeners` until `shutdown` resolves, then drains.
@@ -161,6 +164,10 @@ pub async fn run_with(
             reloader.clone(),
         )));
     }
+    if let Some(dropped) = launch.log_dropped {
+        let counter = current.load().ops().metrics.log_dropped.clone();
+        tasks.push(tokio::spawn(count_dropped_log_lines(dropped, counter)));
+    }
     #[cfg(unix)]
     tasks.push(tokio::spawn(reload_on_sighup(reloader.clone())));
     tasks.extend(l2_tasks.into_iter().flatten());
@@ -168,6 +175,24 @@ pub async fn run_with(
     server::serve(listeners, current, reload_rx, shutdown).await;
     for task in tasks {
         task.abort();
+    }
+}
+
+/// Copies the log writer's count of dropped lines into the metric, once a
+/// second (the writer counts with an atomic of its own).
+async fn count_dropped_log_lines(
+    dropped: Arc<dyn Fn() -> u64 + Send + Sync>,
+    counter: prometheus_client::metrics::counter::Counter,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut seen = 0;
+    loop {
+        tick.tick().await;
+        let now = dropped();
+        if now > seen {
+            counter.inc_by(now - seen);
+            seen = now;
+        }
     }
 }
 

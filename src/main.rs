@@ -37,12 +37,23 @@ fn main() -> ExitCode {
         println!("shellac: configuration {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    // Logging never blocks serving: lines go through a bounded queue to a
+    // writer thread of their own, and when stderr is not read (a full pipe,
+    // a stuck terminal) new lines are dropped and counted
+    // (`shellac_log_dropped_total`) instead of stopping the workers.
+    // Before, a pipe nobody read froze Shellac after 378 requests.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("shellac-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     // `[server] workers` (read at start only): 0 leaves tokio's default,
@@ -58,11 +69,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, cli.demo))
+    let log_dropped = std::sync::Arc::new(move || dropped.dropped_lines() as u64);
+    runtime.block_on(serve(config, cli.demo, log_dropped))
 }
 
-async fn serve(mut config: Config, demo: bool) -> ExitCode {
-    let mut launch = shellac::Launch::default();
+/// Diagnostic log lines that may wait for the writer thread before new ones
+/// are dropped (a few MiB at most).
+const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+async fn serve(
+    mut config: Config,
+    demo: bool,
+    log_dropped: std::sync::Arc<dyn Fn() -> u64 + Send + Sync>,
+) -> ExitCode {
+    let mut launch = shellac::Launch {
+        log_dropped: Some(log_dropped),
+        ..shellac::Launch::default()
+    };
     if demo {
         match shellac::demo::start().await {
             Ok(origin) => {

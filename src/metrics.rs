@@ -150,6 +150,9 @@ pub struct Metrics {
     rate_limited: Counter,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Diagnostic (stderr) log lines dropped because nobody read them fast
+    /// enough: logging never blocks serving.
+    pub log_dropped: Counter,
     bans_active: Gauge,
     /// Synthetic 503s, for the status page (the labelled family has the detail).
     synth_503: Counter,
@@ -214,6 +217,7 @@ impl Metrics {
             coalesced: Counter::default(),
             rate_limited: Counter::default(),
             access_log_dropped: Counter::default(),
+            log_dropped: Counter::default(),
             bans_active: Gauge::default(),
             synth_503: Counter::default(),
             l2: L2Metrics::default(),
@@ -288,6 +292,11 @@ impl Metrics {
             "shellac_rate_limited",
             "Requests refused with 429 by a rate limit",
             metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "shellac_log_dropped",
+            "Diagnostic log lines dropped because stderr was not read fast enough",
+            metrics.log_dropped.clone(),
         );
         registry.register(
             "shellac_access_log_dropped",

@@ -493,6 +493,7 @@ async fn reload_switches_backends_without_dropping_requests_or_cache() {
     let launch = shellac::Launch {
         admin: admin_listener,
         demo_origin: None,
+        ..shellac::Launch::default()
     };
     let task = tokio::spawn(shellac::run_with(config, listeners, launch, async move {
         let _ = stop_rx.await;
@@ -764,4 +765,65 @@ async fn admin_refuses_cross_site_and_foreign_hosts() {
     let answer = support::raw(admin, post(&same_origin).as_bytes(), wait).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(get(shellac.addr, "/").await.status, 503, "maintenance on");
+}
+
+/// Issue 15 item 10: logging never blocks serving. The binary runs with its
+/// stderr a pipe that nobody reads (RUST_LOG=debug: a trace line per
+/// request, a warning per failed fetch) and a dead backend for `/down`;
+/// after 2,000 failed fetches — far past the pipe's 64 KiB — a cached page
+/// is still answered at once. Before: Shellac froze after 378 requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_does_not_stop_serving() {
+    use std::process::{Command, Stdio};
+    let origin = Origin::fixed(cacheable("cached")).await;
+    let dead = Origin::refusing().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shellac.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{addr}\"\n[retry]\nmax_retries = 0\n\
+             [[backend]]\nname = \"live\"\naddress = \"{}\"\n\
+             [[backend]]\nname = \"dead\"\naddress = \"{dead}\"\n\
+             [[pool]]\nname = \"default\"\nbackends = [\"live\"]\n\
+             [[pool]]\nname = \"dead\"\nbackends = [\"dead\"]\n\
+             [[route]]\npath_prefix = \"/down\"\npool = \"dead\"\n[[route]]\npool = \"default\"\n",
+            origin.addr
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shellac"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped()) // never read
+        .spawn()
+        .expect("start shellac");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "shellac did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(addr, "/page").await.status, 200);
+    let burst = Instant::now();
+    for n in 0..2000 {
+        let got = tokio::time::timeout(Duration::from_secs(2), get(addr, "/down/x")).await;
+        assert!(
+            matches!(&got, Ok(g) if g.status == 503),
+            "request {n} to the dead backend: no 503 within 2 s"
+        );
+        assert!(burst.elapsed() < Duration::from_secs(60), "bounded");
+    }
+    let hit = tokio::time::timeout(Duration::from_secs(2), get(addr, "/page"))
+        .await
+        .expect("a cached page within 2 s while stderr is full");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -36,6 +36,7 @@ impl Shellac {
         let launch = shellac::Launch {
             admin: admin_listener,
             demo_origin: None,
+            ..shellac::Launch::default()
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(shellac::run_with(config, listeners, launch, async move {
