@@ -807,7 +807,10 @@ async fn a_stderr_nobody_reads_does_not_stop_serving() {
         .expect("start shellac");
     let started = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "shellac did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "shellac did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(addr, "/page").await.status, 200);
