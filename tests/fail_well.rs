@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 use support::origin::{Killer, RawRecorder};
-use support::{get, send, try_send, Got, Origin, Reply, Shellac, ShellacProcess};
+use support::{get, read_reply, send, try_send, Got, Origin, Reply, Shellac, ShellacProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -95,51 +95,6 @@ async fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 // === raw client connections ===
-
-/// What a client saw on one raw connection.
-struct RawReply {
-    text: String,
-    /// The server closed the connection (EOF or reset) within the wait.
-    closed: bool,
-}
-
-impl RawReply {
-    fn status(&self) -> Option<u16> {
-        self.text
-            .strip_prefix("HTTP/1.1 ")
-            .or_else(|| self.text.strip_prefix("HTTP/1.0 "))?
-            .get(..3)?
-            .parse()
-            .ok()
-    }
-
-    fn body(&self) -> &str {
-        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-    }
-}
-
-/// Reads until the server closes or `wait` passes.
-async fn read_reply(stream: &mut TcpStream, wait: Duration) -> RawReply {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + wait;
-    let mut closed = false;
-    loop {
-        let mut chunk = [0u8; 4096];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
-            Err(_) => break,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
-        }
-    }
-    RawReply {
-        text: String::from_utf8_lossy(&out).to_string(),
-        closed,
-    }
-}
 
 /// Connects with a tiny receive buffer (so that the kernel cannot soak up a
 /// large body on the client's behalf), sends `GET path`, reads the response

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::origin::RawRecorder;
 use support::origin::Seen;
-use support::{config, get, send, try_send, Origin, Reply, Shellac, Step};
+use support::{config, get, read_reply, send, try_send, Origin, RawReply, Reply, Shellac, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,44 +23,13 @@ use tokio::net::TcpStream;
 const ORIGIN_OK: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
 
-/// What a client saw on one raw connection.
-struct RawReply {
-    text: String,
-    /// The server closed the connection (EOF or reset) within the wait.
-    closed: bool,
-}
-
-impl RawReply {
-    fn status(&self) -> Option<u16> {
-        self.text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-    }
-}
-
 /// Writes `request` on a fresh connection and reads until the server closes
 /// or `wait` passes.
 async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> RawReply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The server may refuse and close before all of it is written.
     let _ = stream.write_all(request).await;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + wait;
-    let mut closed = false;
-    loop {
-        let mut chunk = [0u8; 4096];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
-            Err(_) => break,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
-        }
-    }
-    RawReply {
-        text: String::from_utf8_lossy(&out).to_string(),
-        closed,
-    }
+    read_reply(&mut stream, wait).await
 }
 
 /// Shellac in front of a fresh recording origin.

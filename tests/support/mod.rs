@@ -146,3 +146,50 @@ pub async fn send_body(
         body,
     }
 }
+
+/// What a client saw on one raw connection.
+pub struct RawReply {
+    pub text: String,
+    /// The server closed the connection (EOF or reset) within the wait.
+    pub closed: bool,
+}
+
+impl RawReply {
+    /// The status of the first response (HTTP/1.1 or HTTP/1.0).
+    pub fn status(&self) -> Option<u16> {
+        self.text
+            .strip_prefix("HTTP/1.1 ")
+            .or_else(|| self.text.strip_prefix("HTTP/1.0 "))?
+            .get(..3)?
+            .parse()
+            .ok()
+    }
+
+    /// Everything after the first head.
+    pub fn body(&self) -> &str {
+        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+/// Reads until the server closes or `wait` passes.
+pub async fn read_reply(stream: &mut TcpStream, wait: Duration) -> RawReply {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + wait;
+    let mut closed = false;
+    loop {
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    RawReply {
+        text: String::from_utf8_lossy(&out).to_string(),
+        closed,
+    }
+}
