@@ -18,6 +18,8 @@
 //! `Body` is an enum rather than a boxed trait object so that cache hits (a
 //! `Bytes` handed out as it is) cost no allocation for the body.
 
+pub mod shared;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::backend::{self, TimedBody};
+use shared::SharedReader;
 
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,17 @@ pub enum BodyError {
     RequestTooLarge {
         /// The configured limit in bytes.
         max: u64,
+    },
+    /// The shared fetch this body was read from failed (every reader of it
+    /// gets the same error).
+    #[error("the shared fetch failed: {0}")]
+    Fetch(Arc<BodyError>),
+    /// The shared fetch outgrew `max_object_size` or `transit_capacity`
+    /// while this reader was behind; another reader took the rest of it.
+    #[error("the shared fetch stopped buffering (max_object_size or transit_capacity) {at} bytes into this body")]
+    Behind {
+        /// Bytes this reader had when it ended.
+        at: u64,
     },
 }
 
@@ -63,6 +77,8 @@ pub enum Body {
     Capture(Box<CaptureBody>),
     /// A client's request body, forwarded as it arrives under `max_request_body`.
     Limited(LimitedBody),
+    /// A reader of a fetch in progress that is being stored.
+    Shared(SharedReader),
 }
 
 impl Body {
@@ -87,6 +103,7 @@ impl http_body::Body for Body {
             Body::Backend(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Backend),
             Body::Capture(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Shared(inner) => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -98,6 +115,7 @@ impl http_body::Body for Body {
             Body::Backend(inner) => inner.is_end_stream(),
             Body::Capture(inner) => inner.inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
+            Body::Shared(inner) => inner.is_end_stream(),
         }
     }
 
@@ -109,6 +127,7 @@ impl http_body::Body for Body {
             Body::Backend(inner) => inner.size_hint(),
             Body::Capture(inner) => inner.inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
+            Body::Shared(inner) => inner.size_hint(),
         }
     }
 }
