@@ -6,8 +6,9 @@
 //! limits → route → cache lookup ─ fresh ──────────────► deliver (304 / 206 / 200)
 //!                               ├ stale in grace ─────► deliver + one background refresh
 //!                               └ miss / revalidate ──► waiting list ─ writer ─► fetch
-//!                                                                     └ waiter ─► look up again
-//! fetch → 304: refresh the stored object │ storable: store while streaming │ else hit-for-miss
+//!                                                                     └ waiter ─► stream the busy object,
+//!                                                                                 or look up again
+//! fetch → 304: refresh the stored object │ storable: a busy object, filled by its own task │ else hit-for-miss
 //!       → failed: stale-if-error, else the synthetic 503
 //! single exit: one log line from RequestCtx
 //! ```
@@ -325,8 +326,17 @@ impl Proxy {
                 }
                 Next::Wait { waiter, stale } => {
                     ctx.collapsed = true;
-                    match waiter.outcome().await {
-                        Flight::Stored | Flight::Abandoned | Flight::Pending => rounds += 1,
+                    // Streamed from the busy object as soon as its head is
+                    // known, or told how the fetch ended.
+                    let outcome = match self.follow(ctx, &exchange, &parts, waiter).await {
+                        Ok(response) => return response,
+                        Err(outcome) => outcome,
+                    };
+                    match outcome {
+                        Flight::Stored
+                        | Flight::Abandoned
+                        | Flight::Pending
+                        | Flight::Streaming(_) => rounds += 1,
                         Flight::Uncacheable => {
                             return self.fetch(ctx, &exchange, parts, body, stale, None).await;
                         }
