@@ -504,3 +504,48 @@ async fn waiters_stream_the_busy_object_as_it_arrives() {
     assert_eq!(body.len(), LEN);
     assert_eq!(origin.requests(), 2, "one fetch per variant");
 }
+
+// === a body of unknown length that outgrows the limit ===
+
+/// A chunked cacheable body that grows past `max_object_size` stops being
+/// buffered: its client gets the rest straight from the backend (a pass),
+/// every byte in order, and nothing is stored (the key is hit-for-miss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_past_max_object_size_goes_on_as_a_pass() {
+    const PIECES: usize = 128;
+    const PIECE: usize = 64 * 1024;
+    let origin = Scripted::start(Arc::new(move |_, _, mut stream| {
+        Box::pin(async move {
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncache-control: max-age=60\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.ok()?;
+            for i in 0..PIECES {
+                let mut chunk = format!("{PIECE:x}\r\n").into_bytes();
+                chunk.extend(std::iter::repeat_n((i % 251) as u8, PIECE));
+                chunk.extend_from_slice(b"\r\n");
+                stream.write_all(&chunk).await.ok()?;
+            }
+            stream.write_all(b"0\r\n\r\n").await.ok()?;
+            Some(stream)
+        })
+    }))
+    .await;
+    let shellac = Shellac::start(&config(
+        origin.addr,
+        "[cache]\nmax_object_size = \"1MiB\"\n",
+    ))
+    .await;
+    for round in 0..2 {
+        let got = try_send(shellac.addr, "GET", "/chunked", &[])
+            .await
+            .expect("the whole body");
+        assert_eq!(got.body.len(), PIECES * PIECE, "round {round}");
+        for (i, piece) in got.body.chunks(PIECE).enumerate() {
+            assert!(
+                piece.iter().all(|&b| b == (i % 251) as u8),
+                "piece {i} out of order"
+            );
+        }
+        assert_eq!(got.header("x-cache"), Some("MISS"));
+    }
+    assert_eq!(origin.requests(), 2, "not stored");
+}
