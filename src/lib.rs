@@ -13,8 +13,9 @@
 //!   queueing; pools and their directors.
 //! - [`reason`]: why a fetch failed or Shellac answered itself, with the labels logs and metrics use.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
-//! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
-//!   the request-body limit.
+//! - [`body`]: the one body type (it wraps the backend's), the shared body of
+//!   a fetch in progress (`body::shared`, read by every client of it), the
+//!   request-body limit.
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`demo`]: the `--demo` origin.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload, maintenance, status page).
