@@ -5,10 +5,12 @@
 //!   `between_bytes_timeout`, gives the connection back to the pool and holds
 //!   the backend's in-flight slot (the backend module owns all three; this
 //!   module wraps that body and so depends on `backend`, never the reverse);
-//! - [`CaptureBody`] copies a cacheable response into the cache *while* it
-//!   streams to the first client (it keeps the `Bytes` pieces, then joins
-//!   them into one exact-size allocation) and stores it only when the body
-//!   ended cleanly, so nothing truncated is ever cached.
+//! - a cacheable response is read into a [`shared::SharedBody`] by a task
+//!   of the fetch's own, at the backend's speed, and every client that
+//!   wants it reads it from there at its own pace ([`shared::SharedReader`]);
+//!   when it ended cleanly, its pieces are joined into one exact-size
+//!   allocation for the cache, so nothing truncated is ever cached and a
+//!   client that stops reading (or leaves) stalls no one and stores anyway.
 //!
 //! - [`LimitedBody`] counts a client's request body while it is forwarded
 //!   and fails it past `[server] max_request_body`, noting why in a shared
@@ -18,16 +20,19 @@
 //! `Body` is an enum rather than a boxed trait object so that cache hits (a
 //! `Bytes` handed out as it is) cost no allocation for the body.
 
+pub mod shared;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use http_body::{Body as _, Frame, SizeHint};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::backend::{self, TimedBody};
+use shared::SharedReader;
 
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,17 @@ pub enum BodyError {
         /// The configured limit in bytes.
         max: u64,
     },
+    /// The shared fetch this body was read from failed (every reader of it
+    /// gets the same error).
+    #[error("the shared fetch failed: {0}")]
+    Fetch(Arc<BodyError>),
+    /// The shared fetch outgrew `max_object_size` or `transit_capacity`
+    /// while this reader was behind; another reader took the rest of it.
+    #[error("the shared fetch stopped buffering (max_object_size or transit_capacity) {at} bytes into this body")]
+    Behind {
+        /// Bytes this reader had when it ended.
+        at: u64,
+    },
 }
 
 /// A request or response body as Shellac passes it around.
@@ -57,10 +73,9 @@ pub enum Body {
     Incoming(Incoming),
     /// A backend response body under `between_bytes_timeout`.
     Backend(TimedBody<Body>),
-    /// A backend response body that is also being stored. Boxed: it is the
-    /// largest variant and the rarest, and every `Body` (and every response
-    /// that holds one, hits included) is as large as the largest variant.
-    Capture(Box<CaptureBody>),
+    /// A reader of a fetch in progress that is being stored (its own
+    /// client's and every waiter's body).
+    Shared(SharedReader),
     /// A client's request body, forwarded as it arrives under `max_request_body`.
     Limited(LimitedBody),
 }
@@ -85,7 +100,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Client),
             Body::Backend(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Backend),
-            Body::Capture(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
+            Body::Shared(inner) => Pin::new(inner).poll_frame(cx),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
         }
     }
@@ -96,7 +111,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Incoming(inner) => inner.is_end_stream(),
             Body::Backend(inner) => inner.is_end_stream(),
-            Body::Capture(inner) => inner.inner.is_end_stream(),
+            Body::Shared(inner) => inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
         }
     }
@@ -107,7 +122,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(inner) => inner.size_hint(),
             Body::Backend(inner) => inner.size_hint(),
-            Body::Capture(inner) => inner.inner.size_hint(),
+            Body::Shared(inner) => inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
         }
     }
@@ -124,127 +139,6 @@ impl From<Incoming> for Body {
 impl From<TimedBody<Body>> for Body {
     fn from(timed: TimedBody<Body>) -> Body {
         Body::Backend(timed)
-    }
-}
-
-// === impl CaptureBody ===
-
-/// What a capture ended with.
-pub enum Captured {
-    /// The whole body, which ended cleanly.
-    Complete(Bytes),
-    /// More than `max_size` bytes arrived; nothing is kept.
-    TooLarge,
-}
-
-/// Called once when a captured body ended cleanly or grew too large; never
-/// called when the body failed or was dropped half-way (nothing truncated is
-/// stored).
-pub type OnComplete = Box<dyn FnOnce(Captured) + Send>;
-
-/// Streams a backend body to the client and keeps the pieces; when the body
-/// ends cleanly and stayed within `max_size`, hands the whole body to
-/// `on_complete`. An error, an oversized body or a client that goes away
-/// (the body is dropped) stores nothing.
-pub struct CaptureBody {
-    inner: TimedBody<Body>,
-    pieces: Vec<Bytes>,
-    size: u64,
-    max_size: u64,
-    on_complete: Option<OnComplete>,
-}
-
-impl CaptureBody {
-    /// Captures `inner`, giving up on storing once more than `max_size` bytes arrived.
-    pub fn new(inner: TimedBody<Body>, max_size: u64, on_complete: OnComplete) -> CaptureBody {
-        CaptureBody {
-            inner,
-            pieces: Vec::new(),
-            size: 0,
-            max_size,
-            on_complete: Some(on_complete),
-        }
-    }
-
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(BodyError::Backend);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(_)) = (frame.data_ref(), &self.on_complete) {
-                    self.size += data.len() as u64;
-                    if self.size > self.max_size {
-                        if let Some(on_complete) = self.on_complete.take() {
-                            on_complete(Captured::TooLarge);
-                        }
-                        self.pieces = Vec::new();
-                    } else {
-                        self.pieces.push(data.clone());
-                    }
-                }
-                // hyper stops polling once the body says it has ended (a
-                // Content-Length body that has all its bytes), so the end is
-                // recognised here as well as at `None`.
-                if self.inner.is_end_stream() {
-                    self.complete();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.give_up(),
-            Poll::Ready(None) => self.complete(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn complete(&mut self) {
-        if let Some(on_complete) = self.on_complete.take() {
-            on_complete(Captured::Complete(concat(
-                std::mem::take(&mut self.pieces),
-                self.size,
-            )));
-        }
-    }
-
-    fn give_up(&mut self) {
-        self.on_complete = None;
-        self.pieces = Vec::new();
-    }
-}
-
-/// Joins body pieces into one allocation of exactly `size` bytes, even when
-/// there is a single piece: a piece is a view into hyper's read buffer (8 KiB
-/// or more), and storing the view would keep that whole buffer alive for as
-/// long as the object lives (measured: 6.8 KiB of RSS per stored 1 KiB
-/// object). The copy is paid once per store, never per hit.
-fn concat(pieces: Vec<Bytes>, size: u64) -> Bytes {
-    let mut joined = BytesMut::with_capacity(size as usize);
-    for piece in pieces {
-        joined.extend_from_slice(&piece);
-    }
-    joined.freeze()
-}
-
-impl http_body::Body for CaptureBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        CaptureBody::poll_frame(self.get_mut(), cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -32,8 +32,9 @@
 //! - [`demo`]: the `--demo` origin.
 //!
 //! Shared types:
-//! - [`body`]: the one body type (it wraps the backend's), store-while-streaming,
-//!   the request-body limit.
+//! - [`body`]: the one body type (it wraps the backend's), the shared body of
+//!   a fetch in progress (`body::shared`, read by every client of it), the
+//!   request-body limit.
 //! - [`config`]: the TOML file, validated into [`Config`] (`--check` and `run`
 //!   share it); raw structs, one builder per section, shared checks.
 //!

@@ -1065,7 +1065,6 @@ async fn item07_a_slow_upload_is_not_cut_by_first_byte_timeout() {
 /// and every waiter reads from what is stored so far (Varnish streams the
 /// busy object to all waiters).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 8: pending (fw-* branches)"]
 async fn item08a_a_slow_reader_does_not_stall_a_second_client_of_the_same_url() {
     let origin = Paced::start(16 * MIB, 64 * 1024, Duration::ZERO).await;
     let shellac = Shellac::start(&single(origin.addr, "", "")).await;
@@ -1097,7 +1096,6 @@ async fn item08a_a_slow_reader_does_not_stall_a_second_client_of_the_same_url() 
 /// `net.core.rmem_max`): today Shellac keeps for the store every byte it
 /// pushed into the clients' socket buffers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 8: pending (fw-* branches)"]
 async fn item08b_stalled_misses_do_not_buffer_beyond_capacity() {
     const CLIENTS: usize = 12;
     let origin = Paced::start(16 * MIB, 64 * 1024, Duration::ZERO).await;
@@ -1148,7 +1146,6 @@ async fn item08b_stalled_misses_do_not_buffer_beyond_capacity() {
 /// independent of the client (as in Varnish), and the object is under
 /// `max_object_size`.
 #[tokio::test]
-#[ignore = "issue 15 item 9: pending (fw-* branches)"]
 async fn item09_a_miss_abandoned_by_its_client_is_still_stored() {
     // 1 MiB in 64 KiB pieces 10 ms apart: the client is gone mid-body.
     let origin = Paced::start(MIB, 64 * 1024, Duration::from_millis(10)).await;

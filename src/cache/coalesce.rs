@@ -5,13 +5,20 @@
 //! become *waiters* and wait for the writer's outcome, modelled on
 //! pingora's cache lock:
 //!
+//! - `Streaming(busy)`: the response head is known and the body is being
+//!   stored as it arrives; answer from the busy object at once, reading its
+//!   body at your own pace (Varnish streams the busy object to all waiters).
+//!   A waiter it does not fit (another `Vary` variant, a `Range`) waits on
+//!   for one of the outcomes below. This is not the end of the fetch: the
+//!   entry stays, so that requests arriving meanwhile stream it too.
 //! - `Stored`: the object is in the cache; look it up again.
 //! - `Uncacheable`: the response cannot be shared; fetch on your own (and
 //!   the key is marked hit-for-miss so later requests do not queue).
 //! - `Failed(reason)`: the fetch failed; answer with the same failure
 //!   (or stale content) rather than repeat it against a failing backend.
-//! - `Abandoned`: the writer went away (its client disconnected, the body
-//!   broke); try to become the writer yourself.
+//! - `Abandoned`: the writer went away (its client disconnected before the
+//!   response head, the body broke, no room to buffer it); try to become
+//!   the writer yourself.
 //!
 //! A waiter never waits longer than the fetch it waits for: the writer's own
 //! timeouts bound it, and a writer that disappears releases its waiters
@@ -25,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::busy::BusyObject;
 use super::key::CacheKey;
 use crate::reason::Reason;
 
@@ -34,10 +42,12 @@ const SHARDS: usize = 64;
 type Shard = Mutex<HashMap<CacheKey, watch::Receiver<Outcome>>>;
 
 /// How a fetch that others waited for ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     /// Still fetching.
     Pending,
+    /// The head is known and the body is being stored as it arrives.
+    Streaming(Arc<BusyObject>),
     /// Stored: the waiters' lookup will hit.
     Stored,
     /// Not storable: each waiter fetches for itself.
@@ -46,6 +56,13 @@ pub enum Outcome {
     Failed(Reason),
     /// The writer went away without an outcome.
     Abandoned,
+}
+
+impl Outcome {
+    /// Whether the fetch has ended (not pending, not streaming).
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, Outcome::Pending | Outcome::Streaming(_))
+    }
 }
 
 /// The table of fetches in flight.
@@ -111,6 +128,14 @@ pub struct WriterGuard {
 }
 
 impl WriterGuard {
+    /// Hands the busy object to the waiters (and to every request that
+    /// joins until the fetch ends); the fetch goes on.
+    pub fn stream(&self, busy: Arc<BusyObject>) {
+        if let Some(sender) = &self.sender {
+            sender.send_replace(Outcome::Streaming(busy));
+        }
+    }
+
     /// Ends the fetch with `outcome` and wakes the waiters.
     pub fn release(mut self, outcome: Outcome) {
         self.finish(outcome);
@@ -143,10 +168,20 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    /// Waits until the writer releases the key.
+    /// Waits for the writer's first news: the busy object as soon as the
+    /// response head is known, or how the fetch ended.
+    pub async fn news(&mut self) -> Outcome {
+        self.wait_for(|o| !matches!(o, Outcome::Pending)).await
+    }
+
+    /// Waits until the writer releases the key (past `Streaming`).
     pub async fn outcome(mut self) -> Outcome {
-        match self.receiver.wait_for(|o| *o != Outcome::Pending).await {
-            Ok(outcome) => *outcome,
+        self.wait_for(Outcome::is_settled).await
+    }
+
+    async fn wait_for(&mut self, ready: impl FnMut(&Outcome) -> bool) -> Outcome {
+        match self.receiver.wait_for(ready).await {
+            Ok(outcome) => outcome.clone(),
             // The sender is gone without a word: same as abandoned.
             Err(_) => Outcome::Abandoned,
         }
@@ -172,10 +207,56 @@ mod tests {
             .collect();
         writer.release(Outcome::Stored);
         for w in waiters {
-            assert_eq!(w.await.ok(), Some(Outcome::Stored));
+            assert!(matches!(w.await, Ok(Outcome::Stored)));
         }
         assert_eq!(table.in_flight(), 0);
         assert!(matches!(table.join(&key), Role::Writer(_)));
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_busy_object_then_the_outcome() {
+        use crate::body::shared::{SharedBody, Transit};
+        use crate::cache::policy::Lifetimes;
+        use std::time::Duration;
+
+        let table = Arc::new(Coalescer::default());
+        let key = CacheKey::new("http", "h", "/");
+        let Role::Writer(writer) = table.join(&key) else {
+            panic!("first is the writer")
+        };
+        let Role::Waiter(mut early) = table.join(&key) else {
+            panic!("waiter")
+        };
+        let lifetimes = Lifetimes {
+            ttl: Duration::from_secs(60),
+            grace: Duration::ZERO,
+            keep: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            no_cache: false,
+        };
+        let head = super::super::CachedObject::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            bytes::Bytes::new(),
+            Duration::ZERO,
+            lifetimes,
+        );
+        let reservation = Arc::new(Transit::default()).reserve(0, 1).expect("room");
+        let body = SharedBody::new(None, 1, reservation);
+        let busy = Arc::new(BusyObject::new(head, &http::HeaderMap::new(), body));
+        writer.stream(busy.clone());
+        assert!(matches!(early.news().await, Outcome::Streaming(b) if Arc::ptr_eq(&b, &busy)));
+        // A request that joins while the fetch streams gets it too.
+        let Role::Waiter(mut late) = table.join(&key) else {
+            panic!("still one fetch in flight")
+        };
+        assert!(matches!(late.news().await, Outcome::Streaming(_)));
+        let settled = tokio::spawn(late.outcome());
+        writer.release(Outcome::Stored);
+        assert!(matches!(settled.await, Ok(Outcome::Stored)));
+        assert!(matches!(early.outcome().await, Outcome::Stored));
+        assert_eq!(table.in_flight(), 0);
     }
 
     #[tokio::test]
@@ -187,6 +268,6 @@ mod tests {
             panic!("waiter")
         };
         drop(writer);
-        assert_eq!(waiter.outcome().await, Outcome::Abandoned);
+        assert!(matches!(waiter.outcome().await, Outcome::Abandoned));
     }
 }

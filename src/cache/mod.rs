@@ -2,11 +2,14 @@
 //! waiting list.
 //!
 //! `policy` decides (pure functions), `store` keeps (moka), `coalesce`
-//! makes concurrent misses share one fetch; [`Cache`] ties keys, `Vary`
-//! variants and hit-for-miss markers to the store. Only `proxy` combines
-//! the cache with backend fetches.
+//! makes concurrent misses share one fetch, and `busy` is an object whose
+//! body is still arriving, which the waiters of its fetch read as it comes;
+//! [`Cache`] ties keys, `Vary` variants and hit-for-miss markers to the
+//! store, and counts the bytes of fetches in progress ([`Transit`]). Only
+//! `proxy` combines the cache with backend fetches.
 
 pub mod ban;
+pub mod busy;
 pub mod coalesce;
 pub mod key;
 pub mod l2;
@@ -20,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName};
 
+pub use crate::body::shared::Transit;
 pub use ban::{BanList, BanMatcher};
+pub use busy::BusyObject;
 pub use coalesce::Coalescer;
 pub use key::CacheKey;
 pub use object::CachedObject;
@@ -46,6 +51,8 @@ pub struct Cache {
     generation: AtomicU64,
     /// The shared second tier, when `[cache.l2]` is configured.
     l2: Option<Arc<l2::L2>>,
+    /// Bytes buffered by fetches in progress (`[cache] transit_capacity`).
+    transit: Arc<Transit>,
 }
 
 impl Cache {
@@ -57,6 +64,7 @@ impl Cache {
             bans: BanList::default(),
             generation: AtomicU64::new(1),
             l2: None,
+            transit: Arc::default(),
         }
     }
 
@@ -69,6 +77,12 @@ impl Cache {
     /// The second tier, if any.
     pub fn l2(&self) -> Option<&Arc<l2::L2>> {
         self.l2.as_ref()
+    }
+
+    /// The bytes buffered by fetches in progress, shared by every
+    /// generation (as the store is).
+    pub fn transit(&self) -> &Arc<Transit> {
+        &self.transit
     }
 
     /// The underlying store (for metrics).

@@ -88,6 +88,20 @@ impl CachedObject {
         }
     }
 
+    /// The same object with `body`, stored now: a busy object's head once
+    /// its body has arrived (`cache::busy`). The headers are shared, not
+    /// copied again.
+    pub fn with_body(&self, body: Bytes) -> CachedObject {
+        CachedObject {
+            status: self.status,
+            headers: self.headers.clone(),
+            body,
+            stored_at: Instant::now(),
+            initial_age: self.initial_age,
+            lifetimes: self.lifetimes,
+        }
+    }
+
     /// The current age (RFC 9111 §4.2.3): initial age plus time in the cache.
     pub fn age(&self, now: Instant) -> Duration {
         self.initial_age + now.saturating_duration_since(self.stored_at)

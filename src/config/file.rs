@@ -91,6 +91,7 @@ pub(super) struct RawCache {
     pub(super) capacity: Option<Spanned<ByteSize>>,
     pub(super) default_ttl: Option<ConfigDuration>,
     pub(super) max_object_size: Option<ByteSize>,
+    pub(super) transit_capacity: Option<Spanned<ByteSize>>,
     pub(super) store_errors: Option<bool>,
     pub(super) default_grace: Option<ConfigDuration>,
     pub(super) default_keep: Option<ConfigDuration>,

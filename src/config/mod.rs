@@ -134,6 +134,9 @@ pub struct CacheConfig {
     pub default_ttl: Duration,
     /// Larger responses stream through and are not stored.
     pub max_object_size: u64,
+    /// Bytes that fetches in progress may buffer in all (default a quarter
+    /// of `capacity`); beyond it a miss is passed to its client unbuffered.
+    pub transit_capacity: u64,
     /// Store error responses (400, 413, 414, 431, 5xx) when they say they
     /// are cacheable.
     pub store_errors: bool,

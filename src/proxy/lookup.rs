@@ -1,20 +1,23 @@
 //! The look phase's verdicts: what a stored object found in the cache (or
 //! in the shared second tier) means for this request — a fresh hit, a
 //! stale answer within grace or `max-stale` (with one background refresh),
-//! or an object to revalidate.
+//! or an object to revalidate — and what a waiter makes of the fetch it
+//! waits for: an answer streamed from the busy object as soon as its head
+//! is known, or the fetch's outcome.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HeaderValue;
+use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::Response;
+use http::{Response, StatusCode};
 
 use super::deliver::ttl_left;
 use super::{headers, Exchange, Outcome, Proxy, RequestCtx};
 use crate::body::Body;
+use crate::cache::coalesce::{Outcome as Flight, Waiter};
 use crate::cache::policy::{self, Usability};
-use crate::cache::CachedObject;
+use crate::cache::{BusyObject, CachedObject};
 
 impl Proxy {
     /// The answer from a stored `object`, or the object back when it must
@@ -80,5 +83,55 @@ impl Proxy {
             return Ok(self.deliver(parts, &object, now, "HIT", status));
         }
         Err(stale.or(Some(object)))
+    }
+
+    /// A waiter's wait: the answer streamed from the busy object as soon
+    /// as the writer knows the response head, when the object fits this
+    /// request; otherwise (and when the fetch ended before that) how the
+    /// fetch ended.
+    pub(super) async fn follow(
+        &self,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        parts: &Parts,
+        mut waiter: Waiter,
+    ) -> Result<Response<Body>, Flight> {
+        match waiter.news().await {
+            Flight::Streaming(busy) => match self.serve_busy(ctx, exchange, parts, &busy) {
+                Some(response) => Ok(response),
+                None => {
+                    drop(busy);
+                    Err(waiter.outcome().await)
+                }
+            },
+            settled => Err(settled),
+        }
+    }
+
+    /// The answer from a busy object, as from the stored object it will
+    /// be (304 to a matching condition, `Age`, `Cache-Status: collapsed`),
+    /// its body read as it arrives. `None` when it does not fit the
+    /// request: another `Vary` variant, a `Range` (answered from the
+    /// stored object once whole), or not fresh enough for the request.
+    fn serve_busy(
+        &self,
+        ctx: &mut RequestCtx,
+        exchange: &Exchange,
+        parts: &Parts,
+        busy: &BusyObject,
+    ) -> Option<Response<Body>> {
+        let now = Instant::now();
+        let fresh = policy::usability(&busy.head.lifetimes, busy.head.age(now), &exchange.cc)
+            == Usability::Fresh;
+        if !fresh || parts.headers.contains_key(header::RANGE) || !busy.fits(&parts.headers) {
+            return None;
+        }
+        ctx.outcome = Outcome::Miss;
+        let status = HeaderValue::from_static("shellac; fwd=uri-miss; collapsed");
+        let mut response = self.deliver(parts, &busy.head, now, "MISS", status);
+        if response.status() != StatusCode::NOT_MODIFIED {
+            *response.body_mut() = Body::Shared(busy.reader());
+        }
+        Some(response)
     }
 }

@@ -7,9 +7,11 @@
 //! handle ─ start: gate (limits) → exchange (route, key, mode) → look
 //!   look (lookup.rs): fresh ─────────────► deliver (304 / 206 / 200)
 //!                     stale in grace ────► deliver + one background refresh (store.rs)
-//!                     miss / revalidate ─► waiting list: writer → fetch | waiter → wait, look again
+//!                     miss / revalidate ─► waiting list: writer → fetch
+//!                                          | waiter → stream the busy object, or look again
 //!   fetch: upstream.rs (backend head, peers) → fetch.rs (attempts, retries)
-//!          → store.rs (304 refresh, store while streaming, hit-for-miss) → deliver.rs
+//!          → store.rs (304 refresh, a busy object filled by its own task, hit-for-miss)
+//!          → deliver.rs
 //!          → failed: rescue.rs (stale-if-error, else the synthetic 503)
 //!   exit: one log line and the metrics, from RequestCtx
 //! ```
@@ -290,8 +292,17 @@ impl Proxy {
                 }
                 Next::Wait { waiter, stale } => {
                     ctx.collapsed = true;
-                    match waiter.outcome().await {
-                        Flight::Stored | Flight::Abandoned | Flight::Pending => rounds += 1,
+                    // Streamed from the busy object as soon as its head is
+                    // known, or told how the fetch ended.
+                    let outcome = match self.follow(ctx, &exchange, &parts, waiter).await {
+                        Ok(response) => return response,
+                        Err(outcome) => outcome,
+                    };
+                    match outcome {
+                        Flight::Stored
+                        | Flight::Abandoned
+                        | Flight::Pending
+                        | Flight::Streaming(_) => rounds += 1,
                         Flight::Uncacheable => {
                             return self.fetch(ctx, &exchange, parts, body, stale, None).await;
                         }

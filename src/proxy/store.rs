@@ -9,7 +9,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::response::Parts as ResponseParts;
@@ -18,7 +20,8 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::upstream::ClientHead;
 use super::{deliver, release, Exchange, Outcome, Proxy, RequestCtx};
-use crate::body::{Body, CaptureBody, Captured};
+use crate::body::Body;
+use crate::cache::busy::{BusyObject, Destination};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, Lifetimes, NotStored, RequestMode, StoreRules};
 use crate::cache::{CacheKey, CachedObject};
@@ -54,11 +57,18 @@ impl Proxy {
         Ok(lifetimes)
     }
 
-    /// The body to send: one that stores itself into the cache as it streams
-    /// when `decision` allows it and the object fits `max_object_size`,
-    /// else the backend's body as it is (and hit-for-miss when the
-    /// response itself made it uncacheable). Appends `; stored` to
-    /// `cache_status` when storing.
+    /// The body to send: for a storable response, a reader of the busy
+    /// object that a task of the fetch's own fills at the backend's speed
+    /// and stores when whole (every waiter of the key reads the same busy
+    /// object, handed to them through `guard`); else the backend's body as
+    /// it is (and hit-for-miss when the response itself made it
+    /// uncacheable). Appends `; stored` to `cache_status` when storing.
+    ///
+    /// A response too large to be stored (its `Content-Length` over
+    /// `max_object_size` or `transit_capacity`) is passed; so is one for
+    /// which the transit budget has no room now (not stored this time, the
+    /// waiters try again), so that the memory of fetches in progress stays
+    /// bounded (docs/caching.md, "Fetches in progress").
     #[allow(clippy::too_many_arguments)]
     pub(super) fn store_or_pass(
         &self,
@@ -72,44 +82,39 @@ impl Proxy {
         guard: Option<WriterGuard>,
         cache_status: &mut String,
     ) -> Body {
-        let too_big = deliver::content_length(&head.headers)
-            .is_some_and(|len| len > self.config.cache.max_object_size);
+        let c = &self.config.cache;
+        let declared = deliver::content_length(&head.headers);
+        // An object larger than the transit budget could never be buffered.
+        let max_size = c.max_object_size.min(c.transit_capacity);
+        let too_big = declared.is_some_and(|len| len > max_size);
         match (decision, body) {
             (Ok(lifetimes), Body::Backend(timed)) if !too_big => {
-                let initial_age = policy::initial_age(&head.headers, times.0, times.1);
-                let mut stored_headers = head.headers.clone();
-                stored_headers.remove(header::AGE);
-                for field in policy::qualified_fields(&head.headers) {
-                    stored_headers.remove(field.as_str());
-                }
+                let Some(reservation) = self
+                    .cache
+                    .transit()
+                    .reserve(declared.unwrap_or(0), c.transit_capacity)
+                else {
+                    ctx.not_stored = Some("transit-full");
+                    release(guard, Flight::Abandoned);
+                    return Body::Backend(timed);
+                };
                 cache_status.push_str("; stored");
-                let cache = self.cache.clone();
-                let key = exchange.key.clone();
-                let status = head.status;
-                let hit_for_miss = self.config.cache.hit_for_miss;
-                let mut guard = guard;
-                let on_complete = Box::new(move |captured: Captured| match captured {
-                    Captured::Complete(bytes) => {
-                        let object = CachedObject::new(
-                            status,
-                            stored_headers,
-                            bytes,
-                            initial_age,
-                            lifetimes,
-                        );
-                        cache.insert(&key, &client_headers, Arc::new(object));
-                        release(guard.take(), Flight::Stored);
-                    }
-                    Captured::TooLarge => {
-                        cache.mark_hit_for_miss(&key, hit_for_miss);
-                        release(guard.take(), Flight::Uncacheable);
-                    }
-                });
-                Body::Capture(Box::new(CaptureBody::new(
-                    timed,
-                    self.config.cache.max_object_size,
-                    on_complete,
-                )))
+                let initial_age = policy::initial_age(&head.headers, times.0, times.1);
+                let busy = BusyObject::start(
+                    Destination {
+                        cache: self.cache.clone(),
+                        key: exchange.key.clone(),
+                        request: client_headers,
+                        hit_for_miss: c.hit_for_miss,
+                        max_size,
+                    },
+                    stored_head(head, initial_age, lifetimes),
+                    declared,
+                    reservation,
+                    Body::Backend(timed),
+                    guard,
+                );
+                Body::Shared(busy.reader())
             }
             (decision, body) => {
                 let reason = decision.err();
@@ -305,6 +310,18 @@ impl Proxy {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
+}
+
+/// The object a fetched response will be once stored, without its body:
+/// no `Age` (computed on every hit), no fields named by `no-cache="…"` or
+/// `private="…"`.
+fn stored_head(head: &ResponseParts, initial_age: Duration, lifetimes: Lifetimes) -> CachedObject {
+    let mut headers = head.headers.clone();
+    headers.remove(header::AGE);
+    for field in policy::qualified_fields(&head.headers) {
+        headers.remove(field.as_str());
+    }
+    CachedObject::new(head.status, headers, Bytes::new(), initial_age, lifetimes)
 }
 
 /// Whether a backend response's body ends only when the backend closes the

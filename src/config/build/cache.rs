@@ -12,10 +12,16 @@ use crate::config::CacheConfig;
 
 /// `[cache]`, with `[cache.l2]` when present.
 pub(super) fn build(c: &RawCache, loc: &Locator<'_>) -> Result<CacheConfig, ConfigError> {
+    let capacity = positive_size(c.capacity.as_ref(), defaults::CACHE_CAPACITY, loc)? as u64;
     Ok(CacheConfig {
-        capacity: positive_size(c.capacity.as_ref(), defaults::CACHE_CAPACITY, loc)? as u64,
+        capacity,
         default_ttl: c.default_ttl.map_or(defaults::DEFAULT_TTL, |d| d.0),
         max_object_size: c.max_object_size.map_or(defaults::MAX_OBJECT_SIZE, |s| s.0),
+        transit_capacity: positive_size(
+            c.transit_capacity.as_ref(),
+            (capacity / defaults::TRANSIT_CAPACITY_DIVISOR).max(1),
+            loc,
+        )? as u64,
         store_errors: c.store_errors.unwrap_or(defaults::STORE_ERRORS),
         default_grace: c.default_grace.map_or(defaults::DEFAULT_GRACE, |d| d.0),
         default_keep: c.default_keep.map_or(defaults::DEFAULT_KEEP, |d| d.0),
@@ -42,4 +48,28 @@ pub(super) fn build(c: &RawCache, loc: &Locator<'_>) -> Result<CacheConfig, Conf
             Some(raw) => Some(l2::build(raw, loc)?),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const BACKEND: &str = "[[backend]]\naddress = \"127.0.0.1:1\"\n";
+
+    #[test]
+    fn transit_capacity_defaults_to_a_quarter_of_capacity() {
+        let parse =
+            |cache: &str| Config::parse(Path::new("test.toml"), &format!("{cache}{BACKEND}"));
+        let c = parse("").expect("valid");
+        assert_eq!(c.cache.transit_capacity, c.cache.capacity / 4);
+        let small = parse("[cache]\ncapacity = \"16MiB\"\n").expect("valid");
+        assert_eq!(small.cache.transit_capacity, 4 * 1024 * 1024);
+        let set = parse("[cache]\ntransit_capacity = \"100MiB\"\n").expect("valid");
+        assert_eq!(set.cache.transit_capacity, 100 * 1024 * 1024);
+        let err = parse("[cache]\ntransit_capacity = 0\n").unwrap_err();
+        assert_eq!(err.key(), Some("cache.transit_capacity"), "{err}");
+        assert_eq!(err.line(), Some(2), "{err}");
+    }
 }
