@@ -33,6 +33,8 @@ pub enum Reason {
     QueueTimeout,
     /// No backend of the pool may take traffic.
     NoHealthyBackend,
+    /// `[retry] deadline` passed before any attempt produced an answer.
+    Deadline,
 
     // --- A backend that answered with an error.
     /// A 5xx answer, as a failed attempt in the backend metrics.
@@ -95,7 +97,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for documentation tables.
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::Connect,
         Reason::ConnectTimeout,
         Reason::FirstByteTimeout,
@@ -104,6 +106,7 @@ impl Reason {
         Reason::QueueFull,
         Reason::QueueTimeout,
         Reason::NoHealthyBackend,
+        Reason::Deadline,
         Reason::Status5xx,
         Reason::BackendErrorStatus,
         Reason::HttpReqHdrLen,
@@ -143,6 +146,7 @@ impl Reason {
             Reason::QueueFull => "queue_full",
             Reason::QueueTimeout => "queue_timeout",
             Reason::NoHealthyBackend => "no_healthy_backend",
+            Reason::Deadline => "deadline",
             Reason::Status5xx => "status_5xx",
             Reason::BackendErrorStatus => "backend_error_status",
             Reason::HttpReqHdrLen => "http_req_hdr_len",

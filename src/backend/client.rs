@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `connect_timeout` | around the TCP connect of a new connection |
 //! | `first_byte_timeout` | around sending the request and receiving the head |
+//! | `[retry] deadline` | caps both of those by the time the request has left |
 //! | `http_resp_size` | hyper's `max_header_size` on the connection |
 //! | `http_resp_hdr_len` | checked on the received head, line by line |
 //! | `between_bytes_timeout` | [`TimedBody`] around the response body |
@@ -24,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -35,6 +36,7 @@ use tokio::net::TcpStream;
 use super::error::FetchError;
 use super::response::TimedBody;
 use crate::config::{BackendConfig, MIN_READ_BUFFER};
+use crate::retry::Deadline;
 
 /// The body of the requests a backend client sends: what hyper needs of
 /// it, and a way to hold a backend's response body, since the proxy hands one
@@ -112,18 +114,21 @@ impl<B: RequestBody> BackendClient<B> {
     /// Sends `req` (origin-form URI, `Host` set) and returns the response
     /// whose body streams under `between_bytes_timeout`.
     pub async fn send(&self, req: Request<B>) -> Result<Response<B>, FetchError> {
-        self.send_returning(req, self.config.first_byte_timeout)
+        self.send_returning(req, self.config.first_byte_timeout, None)
             .await
             .map_err(|failure| failure.error)
     }
 
-    /// Like [`BackendClient::send`] with a route's `first_byte_timeout`;
-    /// when the request was certainly not sent (connect failed), it comes
-    /// back in the error so it can go to another backend, body and all.
+    /// Like [`BackendClient::send`] with a route's `first_byte_timeout`
+    /// and the request's `[retry] deadline`, which caps the connect and the
+    /// wait for the head; when the request was certainly not sent (connect
+    /// failed), it comes back in the error so it can go to another backend,
+    /// body and all.
     pub async fn send_returning(
         &self,
         req: Request<B>,
         first_byte_timeout: std::time::Duration,
+        deadline: Option<Deadline>,
     ) -> Result<Response<B>, SendFailure<B>> {
         let failed = |error| SendFailure {
             error,
@@ -134,13 +139,16 @@ impl<B: RequestBody> BackendClient<B> {
         // hyper gives the request back when it was not sent, and then it goes
         // out once more on a fresh connection.
         while let Some(sender) = self.checkout() {
-            match self.send_on(sender, req, first_byte_timeout).await {
+            match self
+                .send_on(sender, req, first_byte_timeout, deadline)
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(Retry::Again(returned)) => req = *returned,
                 Err(Retry::Failed(error)) => return Err(failed(error)),
             }
         }
-        let sender = match self.connect().await {
+        let sender = match self.connect(deadline).await {
             Ok(sender) => sender,
             Err(error) => {
                 return Err(SendFailure {
@@ -149,7 +157,10 @@ impl<B: RequestBody> BackendClient<B> {
                 })
             }
         };
-        match self.send_on(sender, req, first_byte_timeout).await {
+        match self
+            .send_on(sender, req, first_byte_timeout, deadline)
+            .await
+        {
             Ok(response) => Ok(response),
             Err(Retry::Failed(error)) => Err(failed(error)),
             Err(Retry::Again(returned)) => Err(SendFailure {
@@ -184,14 +195,17 @@ impl<B: RequestBody> BackendClient<B> {
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<B>, FetchError> {
-        let timeout = self.config.connect_timeout;
+    async fn connect(&self, deadline: Option<Deadline>) -> Result<SendRequest<B>, FetchError> {
+        let (timeout, cut) = capped(self.config.connect_timeout, deadline);
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.config.addr)).await
         {
             Err(_) => {
-                return Err(FetchError::ConnectTimeout {
-                    backend: self.name.clone(),
-                    timeout,
+                return Err(match cut {
+                    Some(deadline) => self.deadline_reached(deadline),
+                    None => FetchError::ConnectTimeout {
+                        backend: self.name.clone(),
+                        timeout,
+                    },
                 })
             }
             Ok(Err(source)) => {
@@ -225,14 +239,19 @@ impl<B: RequestBody> BackendClient<B> {
         &self,
         mut sender: SendRequest<B>,
         req: Request<B>,
-        timeout: std::time::Duration,
+        first_byte_timeout: std::time::Duration,
+        deadline: Option<Deadline>,
     ) -> Result<Response<B>, Retry<B>> {
+        let (timeout, cut) = capped(first_byte_timeout, deadline);
         let sent = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
         let response = match sent {
             Err(_) => {
-                return Err(Retry::Failed(FetchError::FirstByteTimeout {
-                    backend: self.name.clone(),
-                    timeout,
+                return Err(Retry::Failed(match cut {
+                    Some(deadline) => self.deadline_reached(deadline),
+                    None => FetchError::FirstByteTimeout {
+                        backend: self.name.clone(),
+                        timeout,
+                    },
                 }))
             }
             Ok(Err(mut failed)) => {
@@ -258,6 +277,13 @@ impl<B: RequestBody> BackendClient<B> {
             checkin,
         );
         Ok(Response::from_parts(parts, B::from(body)))
+    }
+
+    fn deadline_reached(&self, deadline: Deadline) -> FetchError {
+        FetchError::Deadline {
+            backend: self.name.clone(),
+            deadline: deadline.total,
+        }
     }
 
     /// `http_resp_hdr_len`: no single header line may be longer.
@@ -347,6 +373,15 @@ enum Retry<B> {
     Again(Box<Request<B>>),
     /// The fetch failed for good.
     Failed(FetchError),
+}
+
+/// `timeout`, or the time left before `deadline` when that is shorter
+/// (then also the deadline, to name in the error).
+fn capped(timeout: Duration, deadline: Option<Deadline>) -> (Duration, Option<Deadline>) {
+    match deadline {
+        Some(d) if d.left() < timeout => (d.left(), Some(d)),
+        _ => (timeout, None),
+    }
 }
 
 fn is_closed_before_send(error: &hyper::Error) -> bool {

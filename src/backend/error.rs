@@ -87,6 +87,16 @@ pub enum FetchError {
         /// The pool's name.
         pool: Arc<str>,
     },
+    /// `[retry] deadline` passed while waiting for this backend (for a
+    /// slot, the connect or the response head): the client has waited
+    /// long enough, whatever the backend's own timeouts allow.
+    #[error("backend {backend}: [retry] deadline ({deadline:?}) reached")]
+    Deadline {
+        /// The backend being waited for.
+        backend: Arc<str>,
+        /// The configured deadline.
+        deadline: Duration,
+    },
 }
 
 /// A backend response body that stopped before its end.
@@ -126,6 +136,7 @@ impl FetchError {
             FetchError::QueueFull { .. } => Reason::QueueFull,
             FetchError::QueueTimeout { .. } => Reason::QueueTimeout,
             FetchError::NoBackend { .. } => Reason::NoHealthyBackend,
+            FetchError::Deadline { .. } => Reason::Deadline,
         }
     }
 
@@ -140,7 +151,8 @@ impl FetchError {
             FetchError::HeadTooLarge { .. }
             | FetchError::QueueFull { .. }
             | FetchError::QueueTimeout { .. }
-            | FetchError::NoBackend { .. } => FailureKind::NotRetryable,
+            | FetchError::NoBackend { .. }
+            | FetchError::Deadline { .. } => FailureKind::NotRetryable,
         }
     }
 
@@ -162,14 +174,16 @@ impl FetchError {
             | FetchError::Protocol { backend, .. }
             | FetchError::ClosedBeforeSend { backend }
             | FetchError::QueueFull { backend, .. }
-            | FetchError::QueueTimeout { backend, .. } => Some(backend),
+            | FetchError::QueueTimeout { backend, .. }
+            | FetchError::Deadline { backend, .. } => Some(backend),
             FetchError::NoBackend { .. } => None,
         }
     }
 
     /// Whether this failure says something about the backend's health (it
     /// counts towards passive ejection). A full queue or an oversized head
-    /// are Shellac's own limits, not the backend failing.
+    /// are Shellac's own limits, not the backend failing; a deadline cut
+    /// the wait short of the backend's own timeouts.
     pub fn counts_against_backend(&self) -> bool {
         !matches!(
             self,
@@ -177,6 +191,7 @@ impl FetchError {
                 | FetchError::QueueTimeout { .. }
                 | FetchError::NoBackend { .. }
                 | FetchError::HeadTooLarge { .. }
+                | FetchError::Deadline { .. }
         )
     }
 
