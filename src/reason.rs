@@ -73,6 +73,8 @@ pub enum Reason {
     MaxRequestBody,
     /// A request body hyper could not decode (400).
     InvalidRequestBody,
+    /// A request body that stalled for `between_bytes_timeout` (408).
+    RequestBodyTimeout,
 
     // --- The pipeline's own answers.
     /// A connection over `[server] max_connections` (503).
@@ -97,7 +99,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for documentation tables.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Connect,
         Reason::ConnectTimeout,
         Reason::FirstByteTimeout,
@@ -124,6 +126,7 @@ impl Reason {
         Reason::HostMismatch,
         Reason::MaxRequestBody,
         Reason::InvalidRequestBody,
+        Reason::RequestBodyTimeout,
         Reason::MaxConnections,
         Reason::NoRoute,
         Reason::OnlyIfCached,
@@ -164,6 +167,7 @@ impl Reason {
             Reason::HostMismatch => "host_mismatch",
             Reason::MaxRequestBody => "max_request_body",
             Reason::InvalidRequestBody => "invalid_request_body",
+            Reason::RequestBodyTimeout => "request_body_timeout",
             Reason::MaxConnections => "max_connections",
             Reason::NoRoute => "no_route",
             Reason::OnlyIfCached => "only_if_cached",

@@ -138,6 +138,15 @@ impl Deadline {
     pub fn passed(&self) -> bool {
         Instant::now() >= self.at
     }
+
+    /// The deadline moved `by` later: the time a client took to send its
+    /// request body was its own, and does not count against the wait.
+    pub fn pushed_back(self, by: Duration) -> Deadline {
+        Deadline {
+            at: self.at + by,
+            ..self
+        }
+    }
 }
 
 /// The full-jitter sleep before retry `n` (0 for the first retry).
@@ -329,6 +338,9 @@ mod tests {
         let gone = Deadline::start(Some(Duration::ZERO)).expect("on");
         assert!(gone.passed());
         assert_eq!(gone.left(), Duration::ZERO);
+        let later = gone.pushed_back(Duration::from_secs(60));
+        assert!(!later.passed());
+        assert_eq!(later.total, Duration::ZERO);
     }
 
     #[test]

@@ -17,7 +17,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{get, Origin, Reply, Shellac};
+use support::{get, send, Origin, Reply, Shellac};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// `[[backend]]` tables `b0`, `b1`, … with `per_backend`, in one
 /// round-robin pool, after `extra` (other sections).
@@ -29,6 +31,74 @@ fn backends(addrs: &[SocketAddr], per_backend: &str, extra: &str) -> String {
         ));
     }
     text
+}
+
+/// Writes `head`, then each piece of `pieces` after `gap`, on a raw
+/// connection to `addr`; returns the status of the answer and how long it
+/// took from the first byte sent. Write errors after an early answer are
+/// ignored: Shellac may answer (and close) before the body is complete.
+async fn upload(
+    addr: SocketAddr,
+    head: &str,
+    pieces: &[Vec<u8>],
+    gap: Duration,
+) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut reader, mut writer) = stream.into_split();
+    let pieces = pieces.to_vec();
+    let writing = tokio::spawn(async move {
+        for piece in pieces {
+            tokio::time::sleep(gap).await;
+            if writer.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+        // Keep the write half open until the answer has been read.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(writer);
+    });
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let took = loop {
+        let read = tokio::time::timeout(Duration::from_secs(9), reader.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break started.elapsed(),
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .to_ascii_lowercase()
+                .split("\r\n")
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                break started.elapsed();
+            }
+        }
+    };
+    writing.abort();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text, took)
+}
+
+/// One chunk of a chunked body.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 // === 6. a slow answer, a 5xx answer, the deadline ===
@@ -143,4 +213,96 @@ async fn the_deadline_bounds_the_whole_wait() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(a.requests() + b.requests(), 2, "each backend once");
     assert_eq!(a.requests(), 1);
+}
+
+// === 7. the first-byte timer and the upload ===
+
+/// Issue 15 item 7: a 3 s upload behind `first_byte_timeout = "2s"`.
+/// Before: a 503 after 2 s, counted against the backend.
+#[tokio::test]
+async fn the_first_byte_timer_starts_after_the_upload() {
+    let origin = Origin::start(|seen| async move {
+        Reply::ok(format!("got {}", seen.body.len())).header("cache-control", "no-store")
+    })
+    .await;
+    let shellac = Shellac::start(&backends(
+        &[origin.addr],
+        "first_byte_timeout = \"2s\"\n",
+        "",
+    ))
+    .await;
+    let head = "POST /upload HTTP/1.1\r\nhost: test.example\r\ntransfer-encoding: chunked\r\n\r\n";
+    let mut pieces: Vec<Vec<u8>> = (0..30).map(|_| chunk(&[b'u'; 1024])).collect();
+    pieces.push(b"0\r\n\r\n".to_vec());
+    let (status, text, took) =
+        upload(shellac.addr, head, &pieces, Duration::from_millis(100)).await;
+    eprintln!("MEASURED status {status} after {took:?}");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("got 30720"), "{text}");
+    assert_eq!(origin.requests(), 1);
+}
+
+/// A client that stops sending its body for `between_bytes_timeout` gets
+/// a 408: the wait was its own, not the backend's.
+#[tokio::test]
+async fn a_stalled_upload_is_the_clients_fault() {
+    let origin = Origin::start(|seen| async move {
+        Reply::ok(format!("got {}", seen.body.len())).header("cache-control", "no-store")
+    })
+    .await;
+    let shellac = Shellac::start(&backends(
+        &[origin.addr],
+        "first_byte_timeout = \"5s\"\nbetween_bytes_timeout = \"500ms\"\n",
+        "",
+    ))
+    .await;
+    let head = "POST /stall HTTP/1.1\r\nhost: test.example\r\ncontent-length: 10000\r\n\r\n";
+    let pieces = [vec![b's'; 1000]];
+    let (status, text, took) = upload(shellac.addr, head, &pieces, Duration::ZERO).await;
+    eprintln!("MEASURED status {status} after {took:?}");
+    assert_eq!(status, 408, "{text}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-shellac-error: request_body_timeout"),
+        "{text}"
+    );
+    // The backend is fine for everyone else.
+    assert_eq!(send(shellac.addr, "GET", "/after", &[]).await.status, 200);
+}
+
+/// The first-byte timer waits for the upload, but not for ever: a backend
+/// that takes no body bytes for `first_byte_timeout` while the client has
+/// more to give has stopped answering (a regression guard: the upload's
+/// own timing must not leave such a request waiting without a bound).
+#[tokio::test]
+async fn a_backend_that_stops_reading_the_upload_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let shellac = Shellac::start(&backends(
+        &[addr],
+        "first_byte_timeout = \"1s\"\nconsecutive_failures = 0\n",
+        "",
+    ))
+    .await;
+    let pieces: Vec<Vec<u8>> = (0..512).map(|_| vec![b'x'; 64 * 1024]).collect();
+    let head = format!(
+        "POST /big HTTP/1.1\r\nhost: test.example\r\ncontent-length: {}\r\n\r\n",
+        512 * 64 * 1024
+    );
+    let (status, text, took) = upload(shellac.addr, &head, &pieces, Duration::ZERO).await;
+    eprintln!("MEASURED status {status} after {took:?}");
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-shellac-error: first_byte_timeout"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

@@ -4,11 +4,19 @@
 //! | limit | where |
 //! |---|---|
 //! | `connect_timeout` | around the TCP connect of a new connection |
-//! | `first_byte_timeout` | around sending the request and receiving the head |
+//! | `first_byte_timeout` | from the last request body byte handed to the connection to the response head ([`BackendClient::send_returning`]) |
 //! | `[retry] deadline` | caps both of those by the time the request has left |
 //! | `http_resp_size` | hyper's `max_header_size` on the connection |
 //! | `http_resp_hdr_len` | checked on the received head, line by line |
-//! | `between_bytes_timeout` | [`TimedBody`] around the response body |
+//! | `between_bytes_timeout` | [`TimedBody`] around the response body; and [`Outgoing`] around the client's request body, which may not keep the backend waiting that long for its next bytes |
+//!
+//! The first-byte timer starts when the request body has been sent, not
+//! when the send starts: an upload takes as long as the client takes, and a
+//! 3 s upload behind a 2 s `first_byte_timeout` used to end in a 503 blamed
+//! on the backend. The upload itself is timed on the client's side, by an
+//! idle rule: a client that sends nothing for `between_bytes_timeout`
+//! fails the request with [`FetchError::RequestBodyTimeout`] (a 408 for the
+//! client, not a failure of the backend).
 //!
 //! Why not hyper-util's pooled `Client`: it runs connect and send as one
 //! future, so a first-byte timer around it would also count the connect, and a
@@ -24,14 +32,21 @@
 //! `body` in a knot. The proxy fixes `B` to `Body`.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use super::error::FetchError;
 use super::response::TimedBody;
@@ -42,28 +57,33 @@ use crate::retry::Deadline;
 /// it, and a way to hold a backend's response body, since the proxy hands one
 /// body type to hyper in both directions (the crate's `Body` is the one).
 pub trait RequestBody:
-    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    http_body::Body<Data = Bytes, Error: Into<BoxError>>
     + From<TimedBody<Self>>
     + Send
+    + Unpin
     + Sized
     + 'static
 {
 }
 
 impl<T> RequestBody for T where
-    T: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    T: http_body::Body<Data = Bytes, Error: Into<BoxError>>
         + From<TimedBody<T>>
         + Send
+        + Unpin
         + 'static
 {
 }
+
+/// What hyper takes as a request body's error.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The most idle connections kept per backend; more are closed when they
 /// come back. Bounded so that a burst does not leave thousands of sockets open.
 const MAX_IDLE_PER_BACKEND: usize = 1024;
 
 struct IdleConn<B> {
-    sender: SendRequest<B>,
+    sender: SendRequest<Outgoing<B>>,
     since: Instant,
 }
 
@@ -127,7 +147,7 @@ impl<B: RequestBody> BackendClient<B> {
     pub async fn send_returning(
         &self,
         req: Request<B>,
-        first_byte_timeout: std::time::Duration,
+        first_byte_timeout: Duration,
         deadline: Option<Deadline>,
     ) -> Result<Response<B>, SendFailure<B>> {
         let failed = |error| SendFailure {
@@ -172,7 +192,7 @@ impl<B: RequestBody> BackendClient<B> {
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<B>> {
+    fn checkout(&self) -> Option<SendRequest<Outgoing<B>>> {
         let mut idle = self
             .idle
             .lock()
@@ -195,7 +215,10 @@ impl<B: RequestBody> BackendClient<B> {
         None
     }
 
-    async fn connect(&self, deadline: Option<Deadline>) -> Result<SendRequest<B>, FetchError> {
+    async fn connect(
+        &self,
+        deadline: Option<Deadline>,
+    ) -> Result<SendRequest<Outgoing<B>>, FetchError> {
         let (timeout, cut) = capped(self.config.connect_timeout, deadline);
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.config.addr)).await
         {
@@ -235,34 +258,77 @@ impl<B: RequestBody> BackendClient<B> {
         Ok(sender)
     }
 
+    /// Sends `req` on one connection. The first-byte timer starts when the
+    /// request body has been handed to the connection (at once for a
+    /// bodiless request); the deadline is pushed back by the time that
+    /// took, which was the client's, not the backend's.
     async fn send_on(
         &self,
-        mut sender: SendRequest<B>,
+        mut sender: SendRequest<Outgoing<B>>,
         req: Request<B>,
-        first_byte_timeout: std::time::Duration,
+        first_byte_timeout: Duration,
         deadline: Option<Deadline>,
     ) -> Result<Response<B>, Retry<B>> {
-        let (timeout, cut) = capped(first_byte_timeout, deadline);
-        let sent = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
+        let started = Instant::now();
+        let progress = Arc::new(Progress::new(started));
+        let idle = self.config.between_bytes_timeout;
+        let req = req.map(|body| Outgoing::new(body, progress.clone(), idle));
+        let send = sender.try_send_request(req);
+        let first_byte = async {
+            // While the body goes out the backend must keep taking it: no
+            // body byte taken for first_byte_timeout, while the client had
+            // some to give, is the backend not answering.
+            let mut due = started + first_byte_timeout;
+            loop {
+                tokio::select! {
+                    _ = progress.ended.notified() => break,
+                    _ = tokio::time::sleep_until(due.into()) => {
+                        let last = started + progress.last_frame();
+                        if progress.awaiting_client.load(Ordering::Acquire) {
+                            due = Instant::now() + first_byte_timeout;
+                        } else if last + first_byte_timeout > Instant::now() {
+                            due = last + first_byte_timeout;
+                        } else {
+                            return FetchError::FirstByteTimeout {
+                                backend: self.name.clone(),
+                                timeout: first_byte_timeout,
+                            };
+                        }
+                    }
+                }
+            }
+            let deadline = deadline.map(|d| d.pushed_back(started.elapsed()));
+            let (timeout, cut) = capped(first_byte_timeout, deadline);
+            tokio::time::sleep(timeout).await;
+            match cut {
+                Some(deadline) => self.deadline_reached(deadline),
+                None => FetchError::FirstByteTimeout {
+                    backend: self.name.clone(),
+                    timeout,
+                },
+            }
+        };
+        let sent = tokio::select! {
+            biased;
+            sent = send => sent,
+            timed_out = first_byte => return Err(Retry::Failed(timed_out)),
+        };
         let response = match sent {
-            Err(_) => {
-                return Err(Retry::Failed(match cut {
-                    Some(deadline) => self.deadline_reached(deadline),
-                    None => FetchError::FirstByteTimeout {
-                        backend: self.name.clone(),
-                        timeout,
-                    },
+            Ok(response) => response,
+            Err(_) if progress.stalled.load(Ordering::Acquire) => {
+                return Err(Retry::Failed(FetchError::RequestBodyTimeout {
+                    backend: self.name.clone(),
+                    timeout: idle,
                 }))
             }
-            Ok(Err(mut failed)) => {
+            Err(mut failed) => {
                 return Err(match failed.take_message() {
                     Some(req) if is_closed_before_send(failed.error()) => {
-                        Retry::Again(Box::new(req))
+                        Retry::Again(Box::new(req.map(Outgoing::into_inner)))
                     }
                     _ => Retry::Failed(self.classify(failed.into_error())),
                 })
             }
-            Ok(Ok(response)) => response,
         };
         self.check_head(&response).map_err(Retry::Failed)?;
         let (parts, incoming) = response.into_parts();
@@ -324,7 +390,7 @@ impl<B: RequestBody> BackendClient<B> {
 /// [`Checkin::body_ended`]); a body dropped half-way drops it, and hyper
 /// closes the connection.
 pub(super) struct Checkin<B> {
-    sender: SendRequest<B>,
+    sender: SendRequest<Outgoing<B>>,
     idle: IdleList<B>,
 }
 
@@ -350,7 +416,7 @@ impl<B: RequestBody> Checkin<B> {
 }
 
 /// Puts a ready connection at the back (newest end) of the idle list.
-fn park<B>(idle: &Mutex<VecDeque<IdleConn<B>>>, sender: SendRequest<B>) {
+fn park<B>(idle: &Mutex<VecDeque<IdleConn<B>>>, sender: SendRequest<Outgoing<B>>) {
     let mut idle = idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if idle.len() < MAX_IDLE_PER_BACKEND {
         idle.push_back(IdleConn {
@@ -386,4 +452,158 @@ fn capped(timeout: Duration, deadline: Option<Deadline>) -> (Duration, Option<De
 
 fn is_closed_before_send(error: &hyper::Error) -> bool {
     error.is_canceled() || error.is_closed()
+}
+
+// === impl Outgoing ===
+
+/// What one send learns from its request body as hyper sends it.
+struct Progress {
+    /// When the send started.
+    started: Instant,
+    /// Notified once the body has been handed to the connection entirely
+    /// (or was dropped): the first-byte timer starts.
+    ended: Notify,
+    /// The client sent nothing for `between_bytes_timeout`.
+    stalled: AtomicBool,
+    /// When the last body frame was handed to hyper (microseconds since
+    /// `started`): the backend is taking the body.
+    last_frame_us: AtomicU64,
+    /// hyper is waiting for the client's next bytes (not for the backend).
+    awaiting_client: AtomicBool,
+}
+
+impl Progress {
+    fn new(started: Instant) -> Progress {
+        Progress {
+            started,
+            ended: Notify::new(),
+            stalled: AtomicBool::new(false),
+            last_frame_us: AtomicU64::new(0),
+            awaiting_client: AtomicBool::new(false),
+        }
+    }
+
+    fn frame_sent(&self) {
+        let us = self.started.elapsed().as_micros() as u64;
+        self.last_frame_us.store(us, Ordering::Release);
+        self.awaiting_client.store(false, Ordering::Release);
+    }
+
+    /// When the last frame went to hyper, as time since `started`.
+    fn last_frame(&self) -> Duration {
+        Duration::from_micros(self.last_frame_us.load(Ordering::Acquire))
+    }
+}
+
+/// Notifies [`Progress::ended`] when dropped: a body that ends, fails or is
+/// dropped by hyper half-way starts the first-byte timer all the same, so
+/// that no send waits without a bound.
+struct EndSignal(Arc<Progress>);
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        self.0.ended.notify_one();
+    }
+}
+
+/// A request body on its way to the backend: it tells the send when its
+/// last byte has gone to the connection, and fails when the client keeps
+/// the backend waiting for more than `between_bytes_timeout` (the idle
+/// timer runs only while hyper is waiting for the client's next bytes, not
+/// while the backend is slow to read them).
+pub(super) struct Outgoing<B> {
+    inner: B,
+    /// Dropped (so notifying) when the body has ended.
+    end: Option<EndSignal>,
+    progress: Arc<Progress>,
+    idle: Duration,
+    /// The idle timer, armed while the client's next bytes are awaited.
+    stall: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl<B: RequestBody> Outgoing<B> {
+    fn new(inner: B, progress: Arc<Progress>, idle: Duration) -> Outgoing<B> {
+        let mut outgoing = Outgoing {
+            inner,
+            end: Some(EndSignal(progress.clone())),
+            progress,
+            idle,
+            stall: None,
+            waiting: false,
+        };
+        // hyper never polls a body that has ended already (GET, HEAD).
+        if outgoing.inner.is_end_stream() {
+            outgoing.end = None;
+        }
+        outgoing
+    }
+
+    /// The body back, unsent, for another connection.
+    fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+/// The client sent no body bytes for `between_bytes_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0:?}")]
+struct Stalled(Duration);
+
+impl<B: RequestBody> http_body::Body for Outgoing<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                this.progress.frame_sent();
+                if this.inner.is_end_stream() {
+                    this.end = None;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.end = None;
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Ready(None) => {
+                this.end = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    this.progress.awaiting_client.store(true, Ordering::Release);
+                    let due = tokio::time::Instant::now() + this.idle;
+                    match &mut this.stall {
+                        Some(stall) => stall.as_mut().reset(due),
+                        None => this.stall = Some(Box::pin(tokio::time::sleep_until(due))),
+                    }
+                }
+                let Some(stall) = this.stall.as_mut() else {
+                    return Poll::Pending;
+                };
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.progress.stalled.store(true, Ordering::Release);
+                this.end = None;
+                Poll::Ready(Some(Err(Box::new(Stalled(this.idle)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -87,6 +87,16 @@ pub enum FetchError {
         /// The pool's name.
         pool: Arc<str>,
     },
+    /// The client's request body sent nothing for `between_bytes_timeout`
+    /// while it was being forwarded: the client's fault (a 408), not the
+    /// backend's.
+    #[error("backend {backend}: the client's request body stalled for between_bytes_timeout ({timeout:?})")]
+    RequestBodyTimeout {
+        /// The backend the body was going to.
+        backend: Arc<str>,
+        /// The limit that fired.
+        timeout: Duration,
+    },
     /// `[retry] deadline` passed while waiting for this backend (for a
     /// slot, the connect or the response head): the client has waited
     /// long enough, whatever the backend's own timeouts allow.
@@ -137,6 +147,7 @@ impl FetchError {
             FetchError::QueueTimeout { .. } => Reason::QueueTimeout,
             FetchError::NoBackend { .. } => Reason::NoHealthyBackend,
             FetchError::Deadline { .. } => Reason::Deadline,
+            FetchError::RequestBodyTimeout { .. } => Reason::RequestBodyTimeout,
         }
     }
 
@@ -152,7 +163,8 @@ impl FetchError {
             | FetchError::QueueFull { .. }
             | FetchError::QueueTimeout { .. }
             | FetchError::NoBackend { .. }
-            | FetchError::Deadline { .. } => FailureKind::NotRetryable,
+            | FetchError::Deadline { .. }
+            | FetchError::RequestBodyTimeout { .. } => FailureKind::NotRetryable,
         }
     }
 
@@ -175,7 +187,8 @@ impl FetchError {
             | FetchError::ClosedBeforeSend { backend }
             | FetchError::QueueFull { backend, .. }
             | FetchError::QueueTimeout { backend, .. }
-            | FetchError::Deadline { backend, .. } => Some(backend),
+            | FetchError::Deadline { backend, .. }
+            | FetchError::RequestBodyTimeout { backend, .. } => Some(backend),
             FetchError::NoBackend { .. } => None,
         }
     }
@@ -183,7 +196,8 @@ impl FetchError {
     /// Whether this failure says something about the backend's health (it
     /// counts towards passive ejection). A full queue or an oversized head
     /// are Shellac's own limits, not the backend failing; a deadline cut
-    /// the wait short of the backend's own timeouts.
+    /// the wait short of the backend's own timeouts; a stalled upload is
+    /// the client's fault.
     pub fn counts_against_backend(&self) -> bool {
         !matches!(
             self,
@@ -192,7 +206,15 @@ impl FetchError {
                 | FetchError::NoBackend { .. }
                 | FetchError::HeadTooLarge { .. }
                 | FetchError::Deadline { .. }
+                | FetchError::RequestBodyTimeout { .. }
         )
+    }
+
+    /// Whether the client, not the backend, made the fetch fail: the
+    /// answer is the client's own error (408), never stale content or the
+    /// backend 503.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, FetchError::RequestBodyTimeout { .. })
     }
 
     /// Whether the request certainly never reached the backend, so that even
