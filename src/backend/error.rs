@@ -55,6 +55,20 @@ pub enum FetchError {
         #[source]
         source: hyper::Error,
     },
+    /// A reused (pooled) connection failed before any byte of an answer
+    /// came back: the backend had closed it while it sat idle, as its own
+    /// keep-alive timer allows. Not a failure of the backend: the request
+    /// is sent once more on a fresh connection when it can be.
+    #[error(
+        "backend {backend}: pooled connection closed by the backend before any answer: {source}"
+    )]
+    PooledConnectionClosed {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// hyper's description.
+        #[source]
+        source: hyper::Error,
+    },
     /// A fresh connection closed before the request could be sent.
     #[error("backend {backend}: connection closed before the request was sent")]
     ClosedBeforeSend {
@@ -141,7 +155,9 @@ impl FetchError {
             FetchError::ConnectTimeout { .. } => Reason::ConnectTimeout,
             FetchError::FirstByteTimeout { .. } => Reason::FirstByteTimeout,
             FetchError::HeadTooLarge { .. } => Reason::RespHdrTooLarge,
-            FetchError::Protocol { .. } => Reason::InvalidResponse,
+            FetchError::Protocol { .. } | FetchError::PooledConnectionClosed { .. } => {
+                Reason::InvalidResponse
+            }
             FetchError::ClosedBeforeSend { .. } => Reason::Connect,
             FetchError::QueueFull { .. } => Reason::QueueFull,
             FetchError::QueueTimeout { .. } => Reason::QueueTimeout,
@@ -158,7 +174,9 @@ impl FetchError {
             | FetchError::ConnectTimeout { .. }
             | FetchError::ClosedBeforeSend { .. } => FailureKind::Connect,
             FetchError::FirstByteTimeout { .. } => FailureKind::FirstByteTimeout,
-            FetchError::Protocol { .. } => FailureKind::InvalidResponse,
+            FetchError::Protocol { .. } | FetchError::PooledConnectionClosed { .. } => {
+                FailureKind::InvalidResponse
+            }
             FetchError::HeadTooLarge { .. }
             | FetchError::QueueFull { .. }
             | FetchError::QueueTimeout { .. }
@@ -184,6 +202,7 @@ impl FetchError {
             | FetchError::FirstByteTimeout { backend, .. }
             | FetchError::HeadTooLarge { backend, .. }
             | FetchError::Protocol { backend, .. }
+            | FetchError::PooledConnectionClosed { backend, .. }
             | FetchError::ClosedBeforeSend { backend }
             | FetchError::QueueFull { backend, .. }
             | FetchError::QueueTimeout { backend, .. }
@@ -197,7 +216,9 @@ impl FetchError {
     /// counts towards passive ejection). A full queue or an oversized head
     /// are Shellac's own limits, not the backend failing; a deadline cut
     /// the wait short of the backend's own timeouts; a stalled upload is
-    /// the client's fault.
+    /// the client's fault; a pooled connection the backend closed while
+    /// idle is the keep-alive race, which any healthy backend loses now
+    /// and then.
     pub fn counts_against_backend(&self) -> bool {
         !matches!(
             self,
@@ -207,6 +228,7 @@ impl FetchError {
                 | FetchError::HeadTooLarge { .. }
                 | FetchError::Deadline { .. }
                 | FetchError::RequestBodyTimeout { .. }
+                | FetchError::PooledConnectionClosed { .. }
         )
     }
 

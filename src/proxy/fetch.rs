@@ -12,6 +12,12 @@
 //! own 503 beats a synthetic one), else the last error; the deadline never
 //! replaces either, it only stops the wait.
 //!
+//! Apart from those retries, a request that met a pooled connection the
+//! backend had closed (the keep-alive race: no byte of an answer came back)
+//! is sent once more on a fresh connection to the same backend, when its
+//! body is whole; that resend is not a retry (no budget, no backoff, not in
+//! `X-Shellac-Retries`) and not a failure of the backend.
+//!
 //! Each attempt's outcome also feeds the backend's passive ejection, and a
 //! 503/429 with `Retry-After` makes that backend back off. The backend's
 //! in-flight slot travels with the response body and is released when the
@@ -130,7 +136,25 @@ pub(super) async fn fetch(
             .first_byte_timeout
             .unwrap_or(backend.client.config().first_byte_timeout);
         let sent_at = std::time::Instant::now();
-        match backend.client.send_returning(req, timeout, deadline).await {
+        let mut sent = backend.client.send_returning(req, timeout, deadline).await;
+        // A pooled connection the backend had closed while idle (no byte of
+        // an answer came back): once more on a fresh connection, when the
+        // request is whole (its body complete and kept), whatever retry_on
+        // says, outside the budget and the retry count: the backend never
+        // saw it (Varnish's extrachance).
+        if let Err(failure) = &mut sent {
+            if let Some(replay) = failure.replay.take() {
+                tracing::debug!(xid = ctx.xid, backend = %backend.name(), error = %failure.error, "pooled connection was closed: sending again on a fresh connection");
+                let body = if replay.is_empty() {
+                    Body::Empty
+                } else {
+                    Body::full(replay)
+                };
+                let req = Request::from_parts(again(), body);
+                sent = backend.client.send_fresh(req, timeout, deadline).await;
+            }
+        }
+        match sent {
             Ok(response) => {
                 let status = response.status();
                 let result = if status.is_server_error() {
