@@ -33,6 +33,8 @@ pub enum Reason {
     QueueTimeout,
     /// No backend of the pool may take traffic.
     NoHealthyBackend,
+    /// `[retry] deadline` passed before any attempt produced an answer.
+    Deadline,
 
     // --- A backend that answered with an error.
     /// A 5xx answer, as a failed attempt in the backend metrics.
@@ -71,6 +73,8 @@ pub enum Reason {
     MaxRequestBody,
     /// A request body hyper could not decode (400).
     InvalidRequestBody,
+    /// A request body that stalled for `between_bytes_timeout` (408).
+    RequestBodyTimeout,
 
     // --- The pipeline's own answers.
     /// A connection over `[server] max_connections` (503).
@@ -95,7 +99,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for documentation tables.
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Connect,
         Reason::ConnectTimeout,
         Reason::FirstByteTimeout,
@@ -104,6 +108,7 @@ impl Reason {
         Reason::QueueFull,
         Reason::QueueTimeout,
         Reason::NoHealthyBackend,
+        Reason::Deadline,
         Reason::Status5xx,
         Reason::BackendErrorStatus,
         Reason::HttpReqHdrLen,
@@ -121,6 +126,7 @@ impl Reason {
         Reason::HostMismatch,
         Reason::MaxRequestBody,
         Reason::InvalidRequestBody,
+        Reason::RequestBodyTimeout,
         Reason::MaxConnections,
         Reason::NoRoute,
         Reason::OnlyIfCached,
@@ -143,6 +149,7 @@ impl Reason {
             Reason::QueueFull => "queue_full",
             Reason::QueueTimeout => "queue_timeout",
             Reason::NoHealthyBackend => "no_healthy_backend",
+            Reason::Deadline => "deadline",
             Reason::Status5xx => "status_5xx",
             Reason::BackendErrorStatus => "backend_error_status",
             Reason::HttpReqHdrLen => "http_req_hdr_len",
@@ -160,6 +167,7 @@ impl Reason {
             Reason::HostMismatch => "host_mismatch",
             Reason::MaxRequestBody => "max_request_body",
             Reason::InvalidRequestBody => "invalid_request_body",
+            Reason::RequestBodyTimeout => "request_body_timeout",
             Reason::MaxConnections => "max_connections",
             Reason::NoRoute => "no_route",
             Reason::OnlyIfCached => "only_if_cached",

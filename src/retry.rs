@@ -4,6 +4,16 @@
 //! - **Whether:** the failure must be listed in `[retry] retry_on`; GET and
 //!   HEAD may be retried, any other method only when the request certainly
 //!   never reached the backend (a refused or timed-out connect).
+//! - **Where:** a request that reached its backend (it answered with a 5xx,
+//!   timed out waiting for the head, broke mid-head) goes to *another*
+//!   backend or nowhere: the same one would most likely do the same again,
+//!   and a slow job would run once per attempt (a 1.5 s job behind a 1 s
+//!   `first_byte_timeout` reached the origin 5 times). Varnish and nginx
+//!   do not resend such a request to the same server either. Only a
+//!   failure before the request went out (a refused connect) may be tried
+//!   on the same backend again.
+//! - **Until when:** `[retry] deadline` ([`Deadline`]) bounds the whole
+//!   wait, attempts and backoffs together, as Envoy's route timeout does.
 //! - **How long:** full jitter: the sleep before retry `n` (0-based) is
 //!   random in `[0, min(backoff_max, backoff_base × 2^n)]`, so clients that
 //!   failed together do not come back together.
@@ -87,6 +97,56 @@ pub fn may_retry(config: &RetryConfig, method: &Method, failure: Failure, attemp
             }
         );
     listed && safe
+}
+
+/// Whether a retry after `failure` must go to a backend not tried yet: the
+/// request reached the backend (see the module docs). A failure that
+/// certainly never left Shellac may be tried on the same backend.
+pub fn another_backend_only(failure: Failure) -> bool {
+    match failure {
+        Failure::Status(_) => true,
+        Failure::Error { never_sent, .. } => !never_sent,
+    }
+}
+
+/// `[retry] deadline` for one request: when it has waited long enough,
+/// across every attempt and backoff.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    /// The instant the client has waited `total` for.
+    pub at: Instant,
+    /// The configured `deadline`, for the error that names it.
+    pub total: Duration,
+}
+
+impl Deadline {
+    /// The deadline of a request whose fetch starts now; `None` when
+    /// `[retry] deadline` is off.
+    pub fn start(total: Option<Duration>) -> Option<Deadline> {
+        total.map(|total| Deadline {
+            at: Instant::now() + total,
+            total,
+        })
+    }
+
+    /// The time left (zero once passed).
+    pub fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether it has passed.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// The deadline moved `by` later: the time a client took to send its
+    /// request body was its own, and does not count against the wait.
+    pub fn pushed_back(self, by: Duration) -> Deadline {
+        Deadline {
+            at: self.at + by,
+            ..self
+        }
+    }
 }
 
 /// The full-jitter sleep before retry `n` (0 for the first retry).
@@ -214,6 +274,7 @@ mod tests {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             budget_percent: 20,
+            deadline: None,
             retry_on: RetryOn {
                 connect: true,
                 first_byte_timeout: true,
@@ -252,6 +313,34 @@ mod tests {
             Failure::Status(StatusCode::INTERNAL_SERVER_ERROR),
             0
         ));
+    }
+
+    /// What reached the backend is retried elsewhere or not at all.
+    #[test]
+    fn a_failure_that_reached_the_backend_needs_another_one() {
+        let timeout = Failure::Error {
+            kind: FailureKind::FirstByteTimeout,
+            never_sent: false,
+        };
+        assert!(another_backend_only(timeout));
+        assert!(another_backend_only(Failure::Status(
+            StatusCode::SERVICE_UNAVAILABLE
+        )));
+        assert!(!another_backend_only(refused()));
+    }
+
+    #[test]
+    fn deadline_counts_down() {
+        assert!(Deadline::start(None).is_none());
+        let d = Deadline::start(Some(Duration::from_secs(60))).expect("on");
+        assert!(!d.passed());
+        assert!(d.left() > Duration::from_secs(59));
+        let gone = Deadline::start(Some(Duration::ZERO)).expect("on");
+        assert!(gone.passed());
+        assert_eq!(gone.left(), Duration::ZERO);
+        let later = gone.pushed_back(Duration::from_secs(60));
+        assert!(!later.passed());
+        assert_eq!(later.total, Duration::ZERO);
     }
 
     #[test]

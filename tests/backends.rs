@@ -347,11 +347,13 @@ async fn all_backends_failing_gives_503_with_computed_retry_after_in_bounded_tim
 async fn post_is_not_retried_once_sent_but_get_is() {
     let hanging = Origin::raw(|_| vec![Step::Hang]).await;
     let good = named("good", healthy()).await;
+    // first_byte_timeout is no longer retried by default (issue 15): turned
+    // on here, a timed-out GET goes to the other backend.
     let shellac = Shellac::start(&backends(
         &[hanging.addr, good.addr],
         "fallback",
         "first_byte_timeout = \"200ms\"\nconsecutive_failures = 0\n",
-        "",
+        "[retry]\nretry_on = [\"connect\", \"first_byte_timeout\"]\n",
     ))
     .await;
     let post = send(shellac.addr, "POST", "/order", &[("content-length", "0")]).await;

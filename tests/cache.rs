@@ -167,7 +167,10 @@ async fn stale_if_error_serves_stale_when_the_origin_is_down() {
         "{:?}",
         got.headers
     );
-    assert_eq!(origin.requests(), 2);
+    // The second request met its pooled connection closed without a byte
+    // of answer, and was sent once more on a fresh connection (issue 15
+    // item 5), which closed the same way: 1 + 2.
+    assert_eq!(origin.requests(), 3);
 }
 
 #[tokio::test]

@@ -55,6 +55,20 @@ pub enum FetchError {
         #[source]
         source: hyper::Error,
     },
+    /// A reused (pooled) connection failed before any byte of an answer
+    /// came back: the backend had closed it while it sat idle, as its own
+    /// keep-alive timer allows. Not a failure of the backend: the request
+    /// is sent once more on a fresh connection when it can be.
+    #[error(
+        "backend {backend}: pooled connection closed by the backend before any answer: {source}"
+    )]
+    PooledConnectionClosed {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// hyper's description.
+        #[source]
+        source: hyper::Error,
+    },
     /// A fresh connection closed before the request could be sent.
     #[error("backend {backend}: connection closed before the request was sent")]
     ClosedBeforeSend {
@@ -86,6 +100,26 @@ pub enum FetchError {
     NoBackend {
         /// The pool's name.
         pool: Arc<str>,
+    },
+    /// The client's request body sent nothing for `between_bytes_timeout`
+    /// while it was being forwarded: the client's fault (a 408), not the
+    /// backend's.
+    #[error("backend {backend}: the client's request body stalled for between_bytes_timeout ({timeout:?})")]
+    RequestBodyTimeout {
+        /// The backend the body was going to.
+        backend: Arc<str>,
+        /// The limit that fired.
+        timeout: Duration,
+    },
+    /// `[retry] deadline` passed while waiting for this backend (for a
+    /// slot, the connect or the response head): the client has waited
+    /// long enough, whatever the backend's own timeouts allow.
+    #[error("backend {backend}: [retry] deadline ({deadline:?}) reached")]
+    Deadline {
+        /// The backend being waited for.
+        backend: Arc<str>,
+        /// The configured deadline.
+        deadline: Duration,
     },
 }
 
@@ -121,11 +155,15 @@ impl FetchError {
             FetchError::ConnectTimeout { .. } => Reason::ConnectTimeout,
             FetchError::FirstByteTimeout { .. } => Reason::FirstByteTimeout,
             FetchError::HeadTooLarge { .. } => Reason::RespHdrTooLarge,
-            FetchError::Protocol { .. } => Reason::InvalidResponse,
+            FetchError::Protocol { .. } | FetchError::PooledConnectionClosed { .. } => {
+                Reason::InvalidResponse
+            }
             FetchError::ClosedBeforeSend { .. } => Reason::Connect,
             FetchError::QueueFull { .. } => Reason::QueueFull,
             FetchError::QueueTimeout { .. } => Reason::QueueTimeout,
             FetchError::NoBackend { .. } => Reason::NoHealthyBackend,
+            FetchError::Deadline { .. } => Reason::Deadline,
+            FetchError::RequestBodyTimeout { .. } => Reason::RequestBodyTimeout,
         }
     }
 
@@ -136,11 +174,15 @@ impl FetchError {
             | FetchError::ConnectTimeout { .. }
             | FetchError::ClosedBeforeSend { .. } => FailureKind::Connect,
             FetchError::FirstByteTimeout { .. } => FailureKind::FirstByteTimeout,
-            FetchError::Protocol { .. } => FailureKind::InvalidResponse,
+            FetchError::Protocol { .. } | FetchError::PooledConnectionClosed { .. } => {
+                FailureKind::InvalidResponse
+            }
             FetchError::HeadTooLarge { .. }
             | FetchError::QueueFull { .. }
             | FetchError::QueueTimeout { .. }
-            | FetchError::NoBackend { .. } => FailureKind::NotRetryable,
+            | FetchError::NoBackend { .. }
+            | FetchError::Deadline { .. }
+            | FetchError::RequestBodyTimeout { .. } => FailureKind::NotRetryable,
         }
     }
 
@@ -160,16 +202,23 @@ impl FetchError {
             | FetchError::FirstByteTimeout { backend, .. }
             | FetchError::HeadTooLarge { backend, .. }
             | FetchError::Protocol { backend, .. }
+            | FetchError::PooledConnectionClosed { backend, .. }
             | FetchError::ClosedBeforeSend { backend }
             | FetchError::QueueFull { backend, .. }
-            | FetchError::QueueTimeout { backend, .. } => Some(backend),
+            | FetchError::QueueTimeout { backend, .. }
+            | FetchError::Deadline { backend, .. }
+            | FetchError::RequestBodyTimeout { backend, .. } => Some(backend),
             FetchError::NoBackend { .. } => None,
         }
     }
 
     /// Whether this failure says something about the backend's health (it
     /// counts towards passive ejection). A full queue or an oversized head
-    /// are Shellac's own limits, not the backend failing.
+    /// are Shellac's own limits, not the backend failing; a deadline cut
+    /// the wait short of the backend's own timeouts; a stalled upload is
+    /// the client's fault; a pooled connection the backend closed while
+    /// idle is the keep-alive race, which any healthy backend loses now
+    /// and then.
     pub fn counts_against_backend(&self) -> bool {
         !matches!(
             self,
@@ -177,7 +226,17 @@ impl FetchError {
                 | FetchError::QueueTimeout { .. }
                 | FetchError::NoBackend { .. }
                 | FetchError::HeadTooLarge { .. }
+                | FetchError::Deadline { .. }
+                | FetchError::RequestBodyTimeout { .. }
+                | FetchError::PooledConnectionClosed { .. }
         )
+    }
+
+    /// Whether the client, not the backend, made the fetch fail: the
+    /// answer is the client's own error (408), never stale content or the
+    /// backend 503.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, FetchError::RequestBodyTimeout { .. })
     }
 
     /// Whether the request certainly never reached the backend, so that even

@@ -162,8 +162,15 @@ pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 /// Retries per second always allowed, whatever the budget says (Linkerd's
 /// `min_retries_per_second`, 10; ours is lower for small sites).
 pub const RETRY_MIN_PER_SECOND: u32 = 3;
-/// `[retry] retry_on`: which failures may be retried.
-pub const RETRY_ON: &[&str] = &["connect", "first_byte_timeout", "503", "502", "504"];
+/// `[retry] retry_on`: which failures may be retried. Not
+/// `first_byte_timeout`: that request reached the backend, which is still
+/// working on it (Varnish and nginx do not resend it); enabled, it is
+/// retried only on another backend, as a 5xx answer is.
+pub const RETRY_ON: &[&str] = &["connect", "503", "502", "504"];
+/// `[retry] deadline`: off. When set, the longest a client waits across
+/// every attempt and backoff (Envoy's route timeout, 15 s by default there;
+/// here each attempt's own timeouts are the only bound unless one is set).
+pub const RETRY_DEADLINE: Option<Duration> = None;
 /// A backend's own `Retry-After` is honoured up to this long.
 pub const BACKEND_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 

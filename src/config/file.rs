@@ -188,6 +188,7 @@ pub(super) struct RawRetry {
     pub(super) backoff_base: Option<Spanned<ConfigDuration>>,
     pub(super) backoff_max: Option<Spanned<ConfigDuration>>,
     pub(super) budget_percent: Option<Spanned<i64>>,
+    pub(super) deadline: Option<Spanned<ConfigDuration>>,
     pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
 }
 

@@ -348,6 +348,10 @@ pub struct RetryConfig {
     pub backoff_max: Duration,
     /// Retries may add at most this percentage to recent first attempts.
     pub budget_percent: u32,
+    /// The longest a client waits for a fetch, every attempt and backoff
+    /// together; `None` (the default, or `"0s"`): no bound but each
+    /// attempt's own timeouts.
+    pub deadline: Option<Duration>,
     /// Which failures may be retried.
     pub retry_on: RetryOn,
 }

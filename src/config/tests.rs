@@ -125,8 +125,10 @@ fn backend_resilience_defaults_are_varnish_like() {
     assert_eq!(c.retry.backoff_base, Duration::from_millis(50));
     assert_eq!(c.retry.backoff_max, Duration::from_secs(2));
     assert_eq!(c.retry.budget_percent, 20);
-    assert!(c.retry.retry_on.connect && c.retry.retry_on.first_byte_timeout);
+    // Not first_byte_timeout: that request reached the backend (issue 15).
+    assert!(c.retry.retry_on.connect && !c.retry.retry_on.first_byte_timeout);
     assert_eq!(c.retry.retry_on.statuses, vec![503, 502, 504]);
+    assert_eq!(c.retry.deadline, None);
     assert!(!c.server.debug_headers);
     assert!(c.server.synthetic_template.is_none());
 }
@@ -172,7 +174,7 @@ fn probe_errors_name_line_and_key() {
 #[test]
 fn pools_routes_and_retry_keys() {
     let text = format!(
-        "{TWO}weight = 3\nmax_connections = 2\nqueue_length = 0\n[[pool]]\nname = \"default\"\npolicy = \"hash\"\nbackends = [\"a\", \"b\"]\n[[route]]\npath_prefix = \"/x\"\nmethods = [\"POST\"]\npriority = 9\nfirst_byte_timeout = \"90s\"\npass = true\nttl = \"1h\"\ngrace = \"10s\"\n[retry]\nmax_retries = 2\nretry_on = [\"connect\", \"429\"]\n"
+        "{TWO}weight = 3\nmax_connections = 2\nqueue_length = 0\n[[pool]]\nname = \"default\"\npolicy = \"hash\"\nbackends = [\"a\", \"b\"]\n[[route]]\npath_prefix = \"/x\"\nmethods = [\"POST\"]\npriority = 9\nfirst_byte_timeout = \"90s\"\npass = true\nttl = \"1h\"\ngrace = \"10s\"\n[retry]\nmax_retries = 2\nretry_on = [\"connect\", \"429\"]\ndeadline = \"2.5s\"\n"
     );
     let c = parse(&text).expect("valid");
     assert_eq!(c.backends[1].weight, 3);
@@ -190,6 +192,10 @@ fn pools_routes_and_retry_keys() {
     assert_eq!(c.retry.max_retries, 2);
     assert_eq!(c.retry.retry_on.statuses, vec![429]);
     assert!(!c.retry.retry_on.first_byte_timeout);
+    assert_eq!(c.retry.deadline, Some(Duration::from_millis(2500)));
+    // "0s" turns the deadline off, as leaving it out does.
+    let off = parse(&format!("{TWO}[retry]\ndeadline = \"0s\"\n")).expect("valid");
+    assert_eq!(off.retry.deadline, None);
 }
 
 #[test]

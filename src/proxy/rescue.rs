@@ -2,7 +2,8 @@
 //! `ClientRescue` or pingora's `fail_to_proxy`): stale content when a
 //! stored object may stand in for an error (RFC 5861 stale-if-error),
 //! otherwise a synthetic answer — the honest "503 Backend fetch failed"
-//! with `Retry-After`, or 400 / 413 when the client's own body was at fault.
+//! with `Retry-After`, or 400 / 408 / 413 when the client's own body was at
+//! fault.
 //!
 //! A failed fetch is logged once, here; the pages themselves are rendered
 //! by `synth`.
@@ -57,6 +58,10 @@ impl Proxy {
         if let Some(fault) = exchange.body_state.as_ref().and_then(|s| s.fault()) {
             release(guard, Flight::Abandoned);
             return self.request_body_refused(ctx, fault, client.version);
+        }
+        if error.is_client_fault() {
+            release(guard, Flight::Abandoned);
+            return self.request_body_timed_out(ctx, &error, client.version);
         }
         tracing::warn!(
             xid = ctx.xid,
@@ -142,6 +147,20 @@ impl Proxy {
             reason = refusal.reason.as_str(),
             "request body refused"
         );
+        let response = self.synthetic(ctx, refusal);
+        close_connection(response, version)
+    }
+
+    /// The client stopped sending its body (`between_bytes_timeout`): 408,
+    /// and the connection is closed, the rest of the body being unread.
+    fn request_body_timed_out(
+        &self,
+        ctx: &mut RequestCtx,
+        error: &FetchError,
+        version: http::Version,
+    ) -> Response<Body> {
+        tracing::info!(xid = ctx.xid, reason = error.reason().as_str(), %error, "request body timed out");
+        let refusal = Synthetic::refuse(StatusCode::REQUEST_TIMEOUT, error.reason());
         let response = self.synthetic(ctx, refusal);
         close_connection(response, version)
     }

@@ -1,5 +1,6 @@
 //! `[retry]`: how many retries, the full-jitter backoff between them, the
-//! retry budget, and which failures may be retried at all.
+//! retry budget, the deadline of the whole fetch, and which failures may be
+//! retried at all.
 
 use crate::config::check::{int_in, positive_duration};
 use crate::config::defaults;
@@ -37,11 +38,17 @@ pub(super) fn build(r: &RawRetry, loc: &Locator<'_>) -> Result<RetryConfig, Conf
         "a percentage",
         loc,
     )? as u32;
+    // "0s" means off, as leaving it out does.
+    let deadline = match &r.deadline {
+        None => defaults::RETRY_DEADLINE,
+        Some(d) => Some(d.get_ref().0).filter(|d| !d.is_zero()),
+    };
     Ok(RetryConfig {
         max_retries,
         backoff_base,
         backoff_max,
         budget_percent,
+        deadline,
         retry_on: retry_on(r, loc)?,
     })
 }
