@@ -897,7 +897,6 @@ async fn item04_a_restarted_backend_is_used_again_at_once() {
 /// Anchor: Varnish's "extrachance" retry in `vbe_dir_gethdrs`; nginx
 /// retries a cached peer connection.
 #[tokio::test]
-#[ignore = "issue 15 item 5: pending (fw-* branches)"]
 async fn item05_a_pooled_connection_closed_by_the_backend_is_retried_transparently() {
     let (origin, seen) =
         idle_closing_origin(Duration::from_millis(100), Duration::from_millis(10)).await;
@@ -934,7 +933,6 @@ async fn item05_a_pooled_connection_closed_by_the_backend_is_retried_transparent
 /// holds `first_byte_timeout`: the request reached the backend, and
 /// Varnish and nginx do not resend it to the same server.
 #[tokio::test]
-#[ignore = "issue 15 item 6: pending (fw-* branches)"]
 async fn item06a_a_first_byte_timeout_is_not_retried_on_the_same_backend() {
     let origin = Origin::fixed(alive("late").delay(Duration::from_millis(1500))).await;
     let shellac = Shellac::start(&single(origin.addr, "first_byte_timeout = \"1s\"\n", "")).await;
@@ -958,7 +956,6 @@ async fn item06a_a_first_byte_timeout_is_not_retried_on_the_same_backend() {
 /// client sees the origin's own 503: a backend's 5xx answer is retried only
 /// on a different backend.
 #[tokio::test]
-#[ignore = "issue 15 item 6: pending (fw-* branches)"]
 async fn item06b_a_5xx_answer_is_not_asked_again_of_the_only_backend() {
     let origin = Origin::start(|seen| async move {
         if seen.target.starts_with("/fail") {
@@ -984,7 +981,6 @@ async fn item06b_a_5xx_answer_is_not_asked_again_of_the_only_backend() {
 /// both take 700 ms, `first_byte_timeout = "600ms"`, `retry_on` with
 /// `first_byte_timeout`: the answer arrives within ~1.5 s.
 #[tokio::test]
-#[ignore = "issue 15 item 6: pending (fw-* branches)"]
 async fn item06c_retry_deadline_bounds_the_clients_wait() {
     let slow = || Origin::fixed(alive("late").delay(Duration::from_millis(700)));
     let (a, b) = (slow().await, slow().await);
@@ -1016,7 +1012,6 @@ async fn item06c_retry_deadline_bounds_the_clients_wait() {
 /// the origin saw the whole body: `first_byte_timeout` starts after the
 /// last body byte went out.
 #[tokio::test]
-#[ignore = "issue 15 item 7: pending (fw-* branches)"]
 async fn item07_a_slow_upload_is_not_cut_by_first_byte_timeout() {
     const CHUNKS: usize = 30;
     let origin = Origin::start(|seen| async move {
