@@ -117,6 +117,12 @@ pub const CONSECUTIVE_FAILURES: u32 = 5;
 /// the first time; it doubles on each repeat ejection (Envoy's
 /// `base_ejection_time` is 30 s; we prefer a faster first retry).
 pub const EJECTION_TIME: Duration = Duration::from_secs(10);
+/// `[[pool]] max_ejection_percent` (Envoy's outlier detection default, 10 %,
+/// is for large fleets; ours is for pools of two to five): passive ejection
+/// never takes out more than this share of a pool's members (rounded down,
+/// so a pool of one is never ejected from), nor the last usable one.
+/// Varnish has no passive ejection, hence no equivalent.
+pub const MAX_EJECTION_PERCENT: u32 = 50;
 /// The cap of the doubling ejection time (Envoy's `max_ejection_time`, 300 s),
 /// or `ejection_time` itself when that is larger.
 pub const EJECTION_TIME_MAX: Duration = Duration::from_secs(300);
