@@ -4,9 +4,10 @@
 //! within the pool's retry budget.
 //!
 //! Each attempt's outcome also feeds the backend's passive ejection, and a
-//! 503/429 with `Retry-After` makes that backend back off. The backend's
-//! in-flight slot travels with the response body and is released when the
-//! body is done.
+//! 503/429 with `Retry-After` makes that backend back off, except when the
+//! client's own request body failed: a client fault never counts against a
+//! backend. The backend's in-flight slot travels with the response body and
+//! is released when the body is done.
 
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ use http_body::Body as _;
 
 use super::{Attempt, RequestCtx};
 use crate::backend::{self, FetchError};
-use crate::body::Body;
+use crate::body::{Body, RequestBodyState};
 use crate::config::{RetryConfig, RouteConfig};
 use crate::reason::Reason;
 use crate::retry::{self, Failure};
@@ -34,8 +35,9 @@ type InFlight = backend::InFlight<Body>;
 
 /// Sends the prepared backend request to a backend of `pool`, retrying as
 /// `[retry]` allows. `key` is the cache key text (for the `hash` policy).
-/// `again` makes another copy of the head for a retry. Records the backends
-/// tried and the retries in `ctx`.
+/// `again` makes another copy of the head for a retry. `body_state` tells
+/// whether the client's body failed (then nothing is held against the
+/// backend). Records the backends tried and the retries in `ctx`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch(
     pool: &Pool,
@@ -45,8 +47,10 @@ pub(super) async fn fetch(
     parts: Parts,
     body: Body,
     again: &(dyn Fn() -> Parts + Sync),
+    body_state: Option<&RequestBodyState>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, FetchError> {
+    let client_fault = || body_state.is_some_and(|s| s.fault().is_some());
     // A request whose body is already complete (GET, HEAD, an empty POST)
     // can be sent again with a new copy of its head; a streamed body cannot.
     let resendable = body.is_end_stream();
@@ -103,11 +107,13 @@ pub(super) async fn fetch(
                     backend: backend.name().clone(),
                     result,
                 });
-                honour_retry_after(&slot, &response);
-                if status.is_server_error() {
-                    backend.record_failure(&slot);
-                } else {
-                    backend.record_success(&slot);
+                if !client_fault() {
+                    honour_retry_after(&slot, &response);
+                    if status.is_server_error() {
+                        backend.record_failure(&slot);
+                    } else {
+                        backend.record_success(&slot);
+                    }
                 }
                 if !retry::may_retry(rules, &method, Failure::Status(status), ctx.retries)
                     || !can_resend(&request, resendable)
@@ -122,7 +128,7 @@ pub(super) async fn fetch(
                     backend: backend.name().clone(),
                     result: Err(failure.error.reason()),
                 });
-                if failure.error.counts_against_backend() {
+                if failure.error.counts_against_backend() && !client_fault() {
                     backend.record_failure(&slot);
                 }
                 if let Some(returned) = failure.request {
