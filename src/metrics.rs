@@ -98,6 +98,12 @@ struct BackendReason {
     reason: &'static str,
 }
 
+/// `pool` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
 /// `status` and `reason` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SynthLabel {
@@ -142,6 +148,7 @@ pub struct Metrics {
     backend_in_flight: Family<BackendLabel, Gauge>,
     backend_queue: Family<BackendLabel, Gauge>,
     backend_idle_connections: Family<BackendLabel, Gauge>,
+    pool_panics: Family<PoolLabel, Counter>,
     cache_objects: Gauge,
     cache_bytes: Gauge,
     /// Objects evicted to stay within `capacity` (not expiries).
@@ -211,6 +218,7 @@ impl Metrics {
             backend_in_flight: Family::default(),
             backend_queue: Family::default(),
             backend_idle_connections: Family::default(),
+            pool_panics: Family::default(),
             cache_objects: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_evictions: Counter::default(),
@@ -267,6 +275,11 @@ impl Metrics {
             "shellac_backend_idle_connections",
             "Pooled keep-alive connections to each backend",
             metrics.backend_idle_connections.clone(),
+        );
+        registry.register(
+            "shellac_pool_panic",
+            "Entries into panic mode: the pool had no usable backend and routed to every backend not sick by its probe",
+            metrics.pool_panics.clone(),
         );
         registry.register(
             "shellac_cache_objects",
@@ -368,6 +381,17 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The counter of a pool's entries into panic mode, for the pool to
+    /// bump (created now, so the pool shows 0 before its first panic; a
+    /// reloaded pool of the same name keeps counting).
+    pub fn pool_panic(&self, pool: &str) -> Counter {
+        self.pool_panics
+            .get_or_create(&PoolLabel {
+                pool: pool.to_string(),
+            })
+            .clone()
     }
 
     /// Requests so far by outcome, for the status page.

@@ -249,6 +249,7 @@ async fn one_of_two_backends_refusing_still_gives_all_200s() {
     let good = named("good", healthy()).await;
     let shellac = Shellac::start(&backends(&[dead, good.addr], "round_robin", "", "")).await;
     let mut retried = 0;
+    let started = Instant::now();
     for i in 0..40 {
         let got = get(shellac.addr, &format!("/x/{i}")).await;
         assert_eq!(got.status, 200);
@@ -257,10 +258,18 @@ async fn one_of_two_backends_refusing_still_gives_all_200s() {
             retried += 1;
         }
     }
-    // The dead one is ejected after 5 refusals; until then requests retried.
-    assert!((1..=5).contains(&retried), "retried {retried}");
+    // The dead one is ejected after 5 refusals; until then requests are
+    // retried. A refused connect ejects for 500 ms only (a restarted backend
+    // is noticed at once), so each 500 ms one trial is refused and retried.
+    let trials = (started.elapsed().as_millis() / 500) as usize;
+    assert!((1..=5 + trials).contains(&retried), "retried {retried}");
 }
 
+/// A backend answering `503` + `Retry-After` to all of its traffic backs
+/// off for that long once most of its recent answers said so (five of them
+/// here, issue 15 item 2); before that, each 503 is retried elsewhere. (Its
+/// first such answer used to block it at once: one URL could block a
+/// backend.)
 #[tokio::test]
 async fn backend_retry_after_is_honoured() {
     let busy = Origin::fixed(Reply::ok("busy").status(503).header("retry-after", "3")).await;
@@ -269,22 +278,28 @@ async fn backend_retry_after_is_honoured() {
         &[busy.addr, good.addr],
         "round_robin",
         "consecutive_failures = 0\n",
-        "",
+        "[retry]\nbudget_percent = 100\n",
     ))
     .await;
     let first = get(shellac.addr, "/ra/0").await;
     assert_eq!(first.status, 200, "retried on the other backend");
     assert_eq!(first.header("x-shellac-retries"), Some("1"));
     assert_eq!(busy.requests(), 1);
-    let started = Instant::now();
     let mut i = 1;
+    while busy.requests() < 5 {
+        let got = get(shellac.addr, &format!("/ra/{i}")).await;
+        assert_eq!(got.status, 200);
+        i += 1;
+        assert!(i < 40, "busy got only {} requests", busy.requests());
+    }
+    let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2600) {
         let got = get(shellac.addr, &format!("/ra/{i}")).await;
         assert_eq!(got.status, 200);
         i += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(busy.requests(), 1, "no request within its Retry-After");
+    assert_eq!(busy.requests(), 5, "no request within its Retry-After");
     tokio::time::sleep(Duration::from_millis(700)).await;
     for k in 0..4 {
         get(shellac.addr, &format!("/rb/{k}")).await;
@@ -292,8 +307,15 @@ async fn backend_retry_after_is_honoured() {
     assert!(busy.requests() > 1, "traffic resumes after Retry-After");
 }
 
+/// Both backends refuse connections. Passive ejection never empties the
+/// pool (issue 15 item 3: at most `max_ejection_percent`, 50 %, of it, and
+/// never its last usable member), so the 503 says what really failed
+/// (`connect`), after the retry schedule, and its `Retry-After` is the
+/// `[server] retry_after` fallback: one backend stays in service and nobody
+/// can tell when it comes back. (Before issue 15 both were ejected and the
+/// answer was an immediate `no_healthy_backend`.)
 #[tokio::test]
-async fn all_backends_failing_gives_503_with_computed_retry_after_in_bounded_time() {
+async fn all_backends_failing_gives_503_with_retry_after_in_bounded_time() {
     let a = Origin::refusing().await;
     let b = Origin::refusing().await;
     let shellac = Shellac::start(&backends(
@@ -313,21 +335,21 @@ async fn all_backends_failing_gives_503_with_computed_retry_after_in_bounded_tim
     .await;
     let took = started.elapsed();
     assert_eq!(got.status, 503);
-    // Backoff sleeps are at most 50 + 100 + 200 ms before both are ejected.
-    assert!(took < Duration::from_millis(350 + 600), "took {took:?}");
-    // Both were ejected for 4 s: that, not the 60 s fallback, is the answer.
+    // Backoff sleeps are at most 50 + 100 + 200 + 400 ms.
+    assert!(took < Duration::from_millis(750 + 600), "took {took:?}");
+    // One of them is always in service: the fallback is the answer.
     let after: u64 = got
         .header("retry-after")
         .and_then(|v| v.parse().ok())
         .expect("Retry-After");
-    assert!((3..=4).contains(&after), "Retry-After {after}");
+    assert_eq!(after, 60, "Retry-After {after}");
     assert_eq!(got.header("x-shellac-error"), Some("connect"));
     assert_eq!(got.header("content-type"), Some("application/json"));
     let json: serde_json::Value = serde_json::from_slice(&got.body).expect("json body");
     assert_eq!(json["status"], 503);
     assert_eq!(json["retry_after"], after);
     let tried = json["backends_tried"].as_array().expect("backends_tried");
-    assert_eq!(tried.len(), 4, "{tried:?}");
+    assert_eq!(tried.len(), 5, "every attempt had a backend: {tried:?}");
     assert_eq!(
         &tried[..2],
         &["b0", "b1"],
@@ -335,12 +357,14 @@ async fn all_backends_failing_gives_503_with_computed_retry_after_in_bounded_tim
     );
     assert!(got.header("x-shellac-retries").is_some());
 
-    // While both are ejected the 503 is immediate and says why.
-    let started = Instant::now();
-    let html = get(shellac.addr, "/down").await;
-    assert!(started.elapsed() < Duration::from_millis(200));
-    assert_eq!(html.header("x-shellac-error"), Some("no_healthy_backend"));
-    assert!(html.text().contains("503 Backend fetch failed"));
+    // Later requests too: bounded, and never "no healthy backend".
+    for _ in 0..3 {
+        let started = Instant::now();
+        let html = get(shellac.addr, "/down").await;
+        assert!(started.elapsed() < Duration::from_millis(750 + 600));
+        assert_eq!(html.header("x-shellac-error"), Some("connect"));
+        assert!(html.text().contains("503 Backend fetch failed"));
+    }
 }
 
 #[tokio::test]

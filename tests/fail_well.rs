@@ -576,7 +576,6 @@ fn h2_cancel(stream: u32) -> Vec<u8> {
 /// count towards passive ejection. Anchors: Envoy outlier detection counts
 /// upstream failures only; nginx `max_fails` ignores client errors.
 #[tokio::test]
-#[ignore = "issue 15 item 1: pending (fw-* branches)"]
 async fn item01_malformed_chunked_client_bodies_do_not_eject_the_backend() {
     let origin = Origin::fixed(alive("ok")).await;
     let shellac = Shellac::start(&single(origin.addr, "", "")).await;
@@ -626,7 +625,6 @@ async fn item01_malformed_chunked_client_bodies_do_not_eject_the_backend() {
 /// a GET of a healthy URL afterwards gets 200, not `503 no_healthy_backend`.
 /// Anchors as above (Envoy, nginx `max_fails`).
 #[tokio::test]
-#[ignore = "issue 15 item 1: pending (fw-* branches)"]
 async fn item01_abandoned_uploads_do_not_eject_the_backend() {
     let origin = Origin::fixed(alive("ok")).await;
     let shellac = Shellac::start(&single(origin.addr, "", "")).await;
@@ -670,7 +668,6 @@ async fn item01_abandoned_uploads_do_not_eject_the_backend() {
 /// of another URL right after gets 200: a 429's `Retry-After` applies to
 /// that request only. Anchor: Envoy's rate-limited back-off is per request.
 #[tokio::test]
-#[ignore = "issue 15 item 2: pending (fw-* branches)"]
 async fn item02_one_429_with_retry_after_does_not_block_other_urls() {
     let origin = Origin::start(|seen| async move {
         if seen.target.starts_with("/limited") {
@@ -704,7 +701,6 @@ async fn item02_one_429_with_retry_after_does_not_block_other_urls() {
 /// off the backend needs most of its traffic to say so, never one answer.
 /// Anchor: Varnish saint mode blacklists the object, not the backend.
 #[tokio::test]
-#[ignore = "issue 15 item 2: pending (fw-* branches)"]
 async fn item02_one_503_with_retry_after_does_not_block_other_urls() {
     let origin = Origin::start(|seen| async move {
         if seen.target.starts_with("/busy") {
@@ -746,7 +742,6 @@ async fn item02_one_503_with_retry_after_does_not_block_other_urls() {
 /// pages take 20 ms, an app's ordinary latency (with instant answers their
 /// successes reset the failure streak so often that it never reaches 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 3: pending (fw-* branches)"]
 async fn item03_one_failing_url_does_not_take_down_the_healthy_ones() {
     let origin = Origin::start(|seen| async move {
         if seen.target.starts_with("/bad") {
@@ -829,7 +824,6 @@ async fn item03_two_backends_one_refusing_every_request_succeeds() {
 /// (`max_ejection_percent` 50, and panic mode routes to every member that
 /// is not probe-sick when none is usable).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 3: pending (fw-* branches)"]
 async fn item03_both_backends_dead_then_one_revived_traffic_resumes_at_once() {
     let dead = Origin::refusing().await;
     let (live, killer) = Origin::mortal(alive("live")).await;
@@ -862,7 +856,6 @@ async fn item03_both_backends_dead_then_one_revived_traffic_resumes_at_once() {
 /// the connect, not the whole ejection period. Anchors: nginx with one
 /// upstream never marks it down; Envoy panic routing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 4: pending (fw-* branches)"]
 async fn item04_a_restarted_backend_is_used_again_at_once() {
     let (origin, killer) = Origin::mortal(alive("back")).await;
     let shellac = Shellac::start(&single(origin.addr, "", "")).await;

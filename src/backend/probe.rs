@@ -3,7 +3,8 @@
 //! `window` results as bits, and calls the backend healthy while at least
 //! `threshold` of them succeeded. At start `initial` successes are assumed
 //! (by default `threshold - 1`: sick until the first good probe, which is
-//! sent at once). Every healthy↔sick change is logged.
+//! sent at once). Every healthy↔sick change is logged. A good probe also
+//! ends a passive ejection at once (`outlier.rs`): the backend answers.
 //!
 //! The task holds only a `Weak` reference to its backend and ends when the
 //! backends are dropped (a new configuration, or shutdown).
@@ -136,6 +137,11 @@ async fn run<B: RequestBody>(weak: Weak<Backend<B>>) {
         )
         .await;
         let ok = result.is_ok();
+        if ok {
+            // The backend answers again: a passive ejection ends now, not
+            // when its timer runs out (a restarted backend is used at once).
+            backend.probe_passed();
+        }
         if let Some(healthy) = health.record(ok) {
             let good = health.good();
             if healthy {

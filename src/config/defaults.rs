@@ -116,14 +116,33 @@ pub const MAX_CONNECTIONS: usize = 0;
 pub const QUEUE_LENGTH: usize = 100;
 /// `[defaults] queue_timeout`: the longest wait in that queue.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-/// `[defaults] consecutive_failures`: this many failed fetches in a row
-/// (transport errors, timeouts, 5xx) eject the backend; 0 disables passive
-/// ejection. Varnish has no passive ejection; Envoy's `consecutive_5xx` is 5.
+/// `[defaults] consecutive_failures`: this many backend-caused failures in
+/// a row eject the backend (refused or timed-out connects count each;
+/// 5xx answers, first-byte timeouts and invalid responses once per URL
+/// path, see `backend/outlier.rs`); 0 disables passive ejection. Varnish
+/// has no passive ejection; Envoy's `consecutive_5xx` is 5.
 pub const CONSECUTIVE_FAILURES: u32 = 5;
-/// `[defaults] ejection_time`: how long an ejected backend gets no traffic
-/// the first time; it doubles on each repeat ejection (Envoy's
-/// `base_ejection_time` is 30 s; we prefer a faster first retry).
+/// `[defaults] ejection_time`: how long a backend ejected for failed
+/// answers gets no traffic the first time; it doubles on each repeat
+/// ejection (Envoy's `base_ejection_time` is 30 s; we prefer a faster first
+/// retry). An unreachable backend is ejected for [`UNREACHABLE_EJECTION`].
 pub const EJECTION_TIME: Duration = Duration::from_secs(10);
+/// `[[pool]] max_ejection_percent` (Envoy's outlier detection default, 10 %,
+/// is for large fleets; ours is for pools of two to five): passive ejection
+/// never takes out more than this share of a pool's members (rounded down,
+/// so a pool of one is never ejected from), nor the last usable one.
+/// Varnish has no passive ejection, hence no equivalent.
+pub const MAX_EJECTION_PERCENT: u32 = 50;
+/// An ejection caused by failures to reach the backend (refused, failed or
+/// timed-out connects) lasts this long, fixed: a restarted backend is tried
+/// again this soon, and a failed try costs one connect, retried elsewhere.
+pub const UNREACHABLE_EJECTION: Duration = Duration::from_millis(500);
+/// A backend backs off after its own `503` + `Retry-After` only when, over
+/// this window, it gave at least [`RETRY_AFTER_MIN_ANSWERS`] answers and a
+/// majority of them were `503` + `Retry-After`.
+pub const RETRY_AFTER_WINDOW: Duration = Duration::from_secs(10);
+/// See [`RETRY_AFTER_WINDOW`].
+pub const RETRY_AFTER_MIN_ANSWERS: u32 = 5;
 /// The cap of the doubling ejection time (Envoy's `max_ejection_time`, 300 s),
 /// or `ejection_time` itself when that is larger.
 pub const EJECTION_TIME_MAX: Duration = Duration::from_secs(300);

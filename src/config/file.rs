@@ -149,6 +149,7 @@ pub(super) struct RawPool {
     pub(super) name: Spanned<String>,
     pub(super) policy: Option<Spanned<String>>,
     pub(super) backends: Spanned<Vec<Spanned<String>>>,
+    pub(super) max_ejection_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -415,6 +415,9 @@ pub struct PoolConfig {
     pub policy: Policy,
     /// Indices into [`Config::backends`].
     pub backends: Vec<usize>,
+    /// The largest share of its members, in percent (0..=100), that passive
+    /// ejection may take out at once; never the last usable one.
+    pub max_ejection_percent: u32,
 }
 
 /// One `[[route]]`.
@@ -498,6 +501,7 @@ impl Config {
             name: defaults::POOL_NAME.to_string(),
             policy: Policy::RoundRobin,
             backends: vec![0],
+            max_ejection_percent: defaults::MAX_EJECTION_PERCENT,
         }];
         self.routes = vec![RouteConfig::catch_all(0)];
         self

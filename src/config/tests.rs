@@ -343,3 +343,21 @@ fn l2_errors_name_line_and_key() {
     let err = parse(&format!("[cache.l2]\nprefix = \"a:\"\n{TWO}")).unwrap_err();
     assert!(err.to_string().contains("url"), "{err}");
 }
+
+#[test]
+fn max_ejection_percent_defaults_to_half_and_is_a_percentage() {
+    let implicit = parse(TWO).expect("valid");
+    assert_eq!(implicit.pools[0].max_ejection_percent, 50);
+    let declared = parse(&format!(
+        "{TWO}[[pool]]\nname = \"default\"\nbackends = [\"a\", \"b\"]\n[[pool]]\nname = \"all\"\nbackends = [\"a\", \"b\"]\nmax_ejection_percent = 100\n"
+    ))
+    .expect("valid");
+    assert_eq!(declared.pools[0].max_ejection_percent, 50);
+    assert_eq!(declared.pools[1].max_ejection_percent, 100);
+    let err = parse(&format!(
+        "{TWO}[[pool]]\nname = \"default\"\nbackends = [\"a\"]\nmax_ejection_percent = 101\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key(), Some("pool[0].max_ejection_percent"), "{err}");
+    assert!(err.to_string().contains("0 to 100"), "{err}");
+}

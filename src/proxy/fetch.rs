@@ -18,21 +18,22 @@
 //! body is whole; that resend is not a retry (no budget, no backoff, not in
 //! `X-Shellac-Retries`) and not a failure of the backend.
 //!
-//! Each attempt's outcome also feeds the backend's passive ejection, and a
-//! 503/429 with `Retry-After` makes that backend back off. The backend's
-//! in-flight slot travels with the response body and is released when the
-//! body is done.
+//! Each attempt's outcome also feeds the backend's passive health (its pool
+//! judges it: `backend::Pool::record_answer` and `record_error`), except
+//! when the client's own request body failed: a client fault never counts
+//! against a backend. The backend's in-flight slot travels with the
+//! response body and is released when the body is done.
 
 use std::time::SystemTime;
 
 use http::header::RETRY_AFTER;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body as _;
 
 use super::{Attempt, RequestCtx};
-use crate::backend::{self, FetchError};
-use crate::body::Body;
+use crate::backend::{self, FetchError, PathKey};
+use crate::body::{Body, RequestBodyState};
 use crate::config::{RetryConfig, RouteConfig};
 use crate::reason::Reason;
 use crate::retry::{self, Deadline, Failure};
@@ -59,8 +60,9 @@ enum Standing {
 
 /// Sends the prepared backend request to a backend of `pool`, retrying as
 /// `[retry]` allows. `key` is the cache key text (for the `hash` policy).
-/// `again` makes another copy of the head for a retry. Records the backends
-/// tried and the retries in `ctx`.
+/// `again` makes another copy of the head for a retry. `body_state` tells
+/// whether the client's body failed (then nothing is held against the
+/// backend). Records the backends tried and the retries in `ctx`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch(
     pool: &Pool,
@@ -70,8 +72,11 @@ pub(super) async fn fetch(
     parts: Parts,
     body: Body,
     again: &(dyn Fn() -> Parts + Sync),
+    body_state: Option<&RequestBodyState>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, FetchError> {
+    let path = PathKey::of(parts.uri.path());
+    let client_fault = || body_state.is_some_and(|s| s.fault().is_some());
     // A request whose body is already complete (GET, HEAD, an empty POST)
     // can be sent again with a new copy of its head; a streamed body cannot.
     let resendable = body.is_end_stream();
@@ -83,7 +88,7 @@ pub(super) async fn fetch(
     let mut reached: Vec<usize> = Vec::new();
     let mut standing: Option<Standing> = None;
     pool.budget().record_request();
-    // Bounded even if trial slots keep being taken by others.
+    // Bounded: every pass returns, stops, or is a retry within `max_retries`.
     for _ in 0..(rules.max_retries as usize + pool.members().len() + 1) {
         // 1. Pick: a usable backend, another one than before when there is
         // one, and never one this request already reached.
@@ -95,6 +100,8 @@ pub(super) async fn fetch(
         else {
             break;
         };
+        // Retries on the same backend are one piece of its traffic.
+        let first_here = !tried.contains(&index);
         tried.push(index);
         // 2. A slot: at once, after queueing, or a 503 at once (load shedding).
         let admitted = match deadline {
@@ -108,9 +115,7 @@ pub(super) async fn fetch(
             },
         };
         let slot = match admitted {
-            Ok(Some(slot)) => slot,
-            // Another request took the one trial after an ejection.
-            Ok(None) => continue,
+            Ok(slot) => slot,
             Err(shed) => {
                 // Load shedding (queue full or timed out) is a failure of
                 // this backend in the metrics and the 503's facts too.
@@ -166,11 +171,9 @@ pub(super) async fn fetch(
                     backend: backend.name().clone(),
                     result,
                 });
-                honour_retry_after(&slot, &response);
-                if status.is_server_error() {
-                    backend.record_failure(&slot);
-                } else {
-                    backend.record_success(&slot);
+                if !client_fault() {
+                    let after = retry_after(&response);
+                    pool.record_answer(&slot, path, status, after, first_here);
                 }
                 reached.push(index);
                 if !retry::may_retry(rules, &method, Failure::Status(status), ctx.retries)
@@ -190,8 +193,8 @@ pub(super) async fn fetch(
                     backend: backend.name().clone(),
                     result: Err(failure.error.reason()),
                 });
-                if failure.error.counts_against_backend() {
-                    backend.record_failure(&slot);
+                if !client_fault() {
+                    pool.record_error(&slot, path, &failure.error);
                 }
                 if let Some(returned) = failure.request {
                     request = Some(*returned);
@@ -278,19 +281,13 @@ fn can_resend(request: &Option<Request<Body>>, resendable: bool) -> bool {
     request.is_some() || resendable
 }
 
-/// A 503 or 429 with `Retry-After` puts the backend in "backing off until".
-fn honour_retry_after(slot: &InFlight, response: &Response<Body>) {
-    let status = response.status();
-    if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
-        return;
-    }
-    if let Some(after) = response
+/// The answer's own `Retry-After`, if any (the pool decides what it means
+/// for the backend: see `record_answer`).
+fn retry_after(response: &Response<Body>) -> Option<std::time::Duration> {
+    response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
-    {
-        slot.backend().back_off(after);
-    }
 }
 
 /// The response goes out with the backend slot attached to its body, so the

@@ -43,6 +43,7 @@ impl Proxy {
         let backends = Arc::new(Backends::build(
             &config,
             previous.map(|p| p.backends.as_ref()),
+            &ops.metrics,
         ));
         Proxy {
             pages: Pages::new(&config.server),

@@ -97,6 +97,7 @@ impl Proxy {
         let retry = &self.config.retry;
         let key = exchange.key.as_str();
         let again_here = || again(via_peer);
+        let body_state = exchange.body_state.as_deref();
         let mut fetched = fetch::fetch(
             pool,
             route,
@@ -105,6 +106,7 @@ impl Proxy {
             backend_parts,
             body,
             &again_here,
+            body_state,
             ctx,
         )
         .await;
@@ -115,8 +117,18 @@ impl Proxy {
                 pool = &self.backends.pools[exchange.pool];
                 let parts = again(false);
                 let again = || again(false);
-                fetched =
-                    fetch::fetch(pool, route, retry, key, parts, Body::Empty, &again, ctx).await;
+                fetched = fetch::fetch(
+                    pool,
+                    route,
+                    retry,
+                    key,
+                    parts,
+                    Body::Empty,
+                    &again,
+                    body_state,
+                    ctx,
+                )
+                .await;
             }
         }
         match fetched {

@@ -1,8 +1,10 @@
-//! `[[pool]]`: named groups of backends and how each picks among its
-//! healthy ones. Without any `[[pool]]`, every backend joins the implicit
-//! pool `default`, so a file with backends alone still serves.
+//! `[[pool]]`: named groups of backends, how each picks among its healthy
+//! ones, and how much of it passive ejection may take out
+//! (`max_ejection_percent`). Without any `[[pool]]`, every backend joins the
+//! implicit pool `default` (with the defaults), so a file with backends
+//! alone still serves.
 
-use crate::config::check::{lookup, span};
+use crate::config::check::{int_in, lookup, span};
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::RawPool;
@@ -19,6 +21,7 @@ pub(super) fn build(
             name: defaults::POOL_NAME.to_string(),
             policy: Policy::RoundRobin,
             backends: (0..backends.len()).collect(),
+            max_ejection_percent: defaults::MAX_EJECTION_PERCENT,
         }]);
     }
     let mut pools: Vec<PoolConfig> = Vec::with_capacity(raw.len());
@@ -53,10 +56,18 @@ pub(super) fn build(
                 .map_err(|m| loc.error(span(member), m))?;
             members.push(index);
         }
+        let max_ejection_percent = int_in(
+            p.max_ejection_percent.as_ref(),
+            i64::from(defaults::MAX_EJECTION_PERCENT),
+            0..=100,
+            "a percentage of the pool's members",
+            loc,
+        )? as u32;
         pools.push(PoolConfig {
             name,
             policy,
             backends: members,
+            max_ejection_percent,
         });
     }
     Ok(pools)
