@@ -24,6 +24,7 @@
 //! against a backend. The backend's in-flight slot travels with the
 //! response body and is released when the body is done.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::RETRY_AFTER;
@@ -75,47 +76,144 @@ pub(super) async fn fetch(
     body_state: Option<&RequestBodyState>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, FetchError> {
-    let path = PathKey::of(parts.uri.path());
-    let client_fault = || body_state.is_some_and(|s| s.fault().is_some());
-    // A request whose body is already complete (GET, HEAD, an empty POST)
-    // can be sent again with a new copy of its head; a streamed body cannot.
-    let resendable = body.is_end_stream();
-    let mut request = Some(Request::from_parts(parts, body));
-    let method = ctx.method.clone();
-    let deadline = Deadline::start(rules.deadline);
-    let mut tried: Vec<usize> = Vec::new();
-    // The backends this request reached: none of them is asked again.
-    let mut reached: Vec<usize> = Vec::new();
-    let mut standing: Option<Standing> = None;
+    let mut run = Attempts::new(pool, rules, ctx.method.clone(), parts, body, body_state);
     pool.budget().record_request();
     // Bounded: every pass returns, stops, or is a retry within `max_retries`.
     for _ in 0..(rules.max_retries as usize + pool.members().len() + 1) {
         // 1. Pick: a usable backend, another one than before when there is
         // one, and never one this request already reached.
-        let Some((index, backend)) = pool
-            .pick(key, &tried)
-            .filter(|(i, _)| !reached.contains(i))
-            .or_else(|| pool.pick(key, &reached))
-            .filter(|(i, _)| !reached.contains(i))
-        else {
+        let Some((index, backend)) = run.pick(key) else {
             break;
         };
         // Retries on the same backend are one piece of its traffic.
-        let first_here = !tried.contains(&index);
-        tried.push(index);
+        let first_here = !run.tried.contains(&index);
+        run.tried.push(index);
         // 2. A slot: at once, after queueing, or a 503 at once (load shedding).
-        let admitted = match deadline {
-            None => backend.admit(route.priority).await,
-            Some(d) => match tokio::time::timeout(d.left(), backend.admit(route.priority)).await {
+        let Some(slot) = run.admit(backend, route.priority, ctx).await else {
+            break;
+        };
+        ctx.backend = Some(backend.name().clone());
+        ctx.tried.push(backend.name().clone());
+        let Some(req) = run.next_request(again) else {
+            break;
+        };
+        // 3. Send, and judge the answer.
+        let timeout = route
+            .first_byte_timeout
+            .unwrap_or(backend.client.config().first_byte_timeout);
+        let sent_at = std::time::Instant::now();
+        let sent = send(backend, req, timeout, run.deadline, again, ctx).await;
+        let judged = match sent {
+            Ok(response) => run.answered(response, slot, index, first_here, sent_at, ctx),
+            Err(failure) => run.failed(failure, slot, index, ctx),
+        };
+        match judged {
+            Judged::Done(response) => return Ok(response),
+            Judged::Stop => break,
+            Judged::Retry => {}
+        }
+        // 4. Back off (full jitter) before the next attempt; a pause that
+        // would outlast the deadline is not taken, the standing result goes.
+        let pause = retry::backoff(rules, ctx.retries, &mut rand::thread_rng());
+        if run.deadline.is_some_and(|d| d.left() <= pause) {
+            break;
+        }
+        ctx.retries += 1;
+        tokio::time::sleep(pause).await;
+    }
+    run.finish(ctx)
+}
+
+/// What one attempt's outcome leads to.
+// Returned at once, never stored: boxing the response would cost an
+// allocation per fetch for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Judged {
+    /// This response goes to the client.
+    Done(Response<Body>),
+    /// No more attempts: what stands goes to the client.
+    Stop,
+    /// Another attempt, after the backoff.
+    Retry,
+}
+
+/// The state of one request's attempts.
+struct Attempts<'a> {
+    pool: &'a Pool,
+    rules: &'a RetryConfig,
+    body_state: Option<&'a RequestBodyState>,
+    path: PathKey,
+    /// The request, until it is sent (or when hyper gave it back).
+    request: Option<Request<Body>>,
+    /// Its body is already complete (GET, HEAD, an empty POST): it can be
+    /// sent again with a new copy of its head; a streamed body cannot.
+    resendable: bool,
+    method: http::Method,
+    deadline: Option<Deadline>,
+    tried: Vec<usize>,
+    /// The backends this request reached: none of them is asked again.
+    reached: Vec<usize>,
+    standing: Option<Standing>,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(
+        pool: &'a Pool,
+        rules: &'a RetryConfig,
+        method: http::Method,
+        parts: Parts,
+        body: Body,
+        body_state: Option<&'a RequestBodyState>,
+    ) -> Attempts<'a> {
+        Attempts {
+            pool,
+            rules,
+            body_state,
+            path: PathKey::of(parts.uri.path()),
+            resendable: body.is_end_stream(),
+            method,
+            request: Some(Request::from_parts(parts, body)),
+            deadline: Deadline::start(rules.deadline),
+            tried: Vec::new(),
+            reached: Vec::new(),
+            standing: None,
+        }
+    }
+
+    /// The client's own body failed: nothing is held against the backend.
+    fn client_fault(&self) -> bool {
+        self.body_state.is_some_and(|s| s.fault().is_some())
+    }
+
+    fn pick(&self, key: &str) -> Option<(usize, &'a Arc<backend::Backend<Body>>)> {
+        let reached = &self.reached;
+        self.pool
+            .pick(key, &self.tried)
+            .filter(|(i, _)| !reached.contains(i))
+            .or_else(|| self.pool.pick(key, reached))
+            .filter(|(i, _)| !reached.contains(i))
+    }
+
+    /// A slot of `backend`'s capacity, within the deadline; none when it
+    /// shed the request or the deadline passed (what stands then says why).
+    async fn admit(
+        &mut self,
+        backend: &Arc<backend::Backend<Body>>,
+        priority: u8,
+        ctx: &mut RequestCtx,
+    ) -> Option<InFlight> {
+        let admitted = match self.deadline {
+            None => backend.admit(priority).await,
+            Some(d) => match tokio::time::timeout(d.left(), backend.admit(priority)).await {
                 Ok(admitted) => admitted,
                 Err(_) => {
-                    stand_unless_set(&mut standing, deadline_reached(backend, d));
-                    break;
+                    stand_unless_set(&mut self.standing, deadline_reached(backend, d));
+                    return None;
                 }
             },
         };
-        let slot = match admitted {
-            Ok(slot) => slot,
+        match admitted {
+            Ok(slot) => Some(slot),
             Err(shed) => {
                 // Load shedding (queue full or timed out) is a failure of
                 // this backend in the metrics and the 503's facts too.
@@ -124,125 +222,152 @@ pub(super) async fn fetch(
                     backend: backend.name().clone(),
                     result: Err(shed.reason()),
                 });
-                stand_error(&mut standing, shed);
-                break;
+                stand_error(&mut self.standing, shed);
+                None
             }
-        };
-        ctx.backend = Some(backend.name().clone());
-        ctx.tried.push(backend.name().clone());
-        let Some(req) = request
+        }
+    }
+
+    /// The request to send: the original, or a new copy of its head when
+    /// its body was complete.
+    fn next_request(&mut self, again: &(dyn Fn() -> Parts + Sync)) -> Option<Request<Body>> {
+        let resendable = self.resendable;
+        self.request
             .take()
             .or_else(|| resendable.then(|| Request::from_parts(again(), Body::Empty)))
-        else {
-            break;
+    }
+
+    /// The backend answered: passed on, or retried on another backend.
+    fn answered(
+        &mut self,
+        response: Response<Body>,
+        slot: InFlight,
+        index: usize,
+        first_here: bool,
+        sent_at: std::time::Instant,
+        ctx: &mut RequestCtx,
+    ) -> Judged {
+        let status = response.status();
+        let result = if status.is_server_error() {
+            Err(Reason::Status5xx)
+        } else {
+            Ok(sent_at.elapsed())
         };
-        // 3. Send, and judge the answer.
-        let timeout = route
-            .first_byte_timeout
-            .unwrap_or(backend.client.config().first_byte_timeout);
-        let sent_at = std::time::Instant::now();
-        let mut sent = backend.client.send_returning(req, timeout, deadline).await;
-        // A pooled connection the backend had closed while idle (no byte of
-        // an answer came back): once more on a fresh connection, when the
-        // request is whole (its body complete and kept), whatever retry_on
-        // says, outside the budget and the retry count: the backend never
-        // saw it (Varnish's extrachance).
-        if let Err(failure) = &mut sent {
-            if let Some(replay) = failure.replay.take() {
-                tracing::debug!(xid = ctx.xid, backend = %backend.name(), error = %failure.error, "pooled connection was closed: sending again on a fresh connection");
-                let body = if replay.is_empty() {
-                    Body::Empty
-                } else {
-                    Body::full(replay)
-                };
-                let req = Request::from_parts(again(), body);
-                sent = backend.client.send_fresh(req, timeout, deadline).await;
-            }
+        let backend = slot.backend().name().clone();
+        ctx.attempts.push(Attempt {
+            backend: backend.clone(),
+            result,
+        });
+        if !self.client_fault() {
+            let after = retry_after(&response);
+            self.pool
+                .record_answer(&slot, self.path, status, after, first_here);
         }
-        match sent {
-            Ok(response) => {
-                let status = response.status();
-                let result = if status.is_server_error() {
-                    Err(Reason::Status5xx)
-                } else {
-                    Ok(sent_at.elapsed())
-                };
-                ctx.attempts.push(Attempt {
-                    backend: backend.name().clone(),
-                    result,
-                });
-                if !client_fault() {
-                    let after = retry_after(&response);
-                    pool.record_answer(&slot, path, status, after, first_here);
-                }
-                reached.push(index);
-                if !retry::may_retry(rules, &method, Failure::Status(status), ctx.retries)
-                    || !can_resend(&request, resendable)
-                    || !another_usable(pool, &reached)
-                    || deadline.is_some_and(|d| d.passed())
-                    || !pool.budget().try_retry()
-                {
-                    return Ok(hold_slot(response, slot));
-                }
-                tracing::info!(xid = ctx.xid, backend = %backend.name(), status = status.as_u16(), retry = ctx.retries + 1, "retrying after backend status, on another backend");
-                // A newer answer replaces an older one.
-                standing = Some(Standing::Answer(Box::new(response), slot));
-            }
-            Err(failure) => {
-                ctx.attempts.push(Attempt {
-                    backend: backend.name().clone(),
-                    result: Err(failure.error.reason()),
-                });
-                if !client_fault() {
-                    pool.record_error(&slot, path, &failure.error);
-                }
-                if let Some(returned) = failure.request {
-                    request = Some(*returned);
-                }
-                let error = failure.error;
-                if matches!(error, FetchError::Deadline { .. }) {
-                    // The deadline stops the wait; what stood before stands.
-                    stand_unless_set(&mut standing, error);
-                    break;
-                }
-                let elsewhere = retry::another_backend_only(error.failure());
-                if elsewhere {
-                    reached.push(index);
-                }
-                // A request that never reached the backend added no load to
-                // it, so its retry does not draw on the budget.
-                if !retry::may_retry(rules, &method, error.failure(), ctx.retries)
-                    || !can_resend(&request, resendable)
-                    || (elsewhere && !another_usable(pool, &reached))
-                    || !(error.never_sent() || pool.budget().try_retry())
-                {
-                    stand_error(&mut standing, error);
-                    break;
-                }
-                tracing::info!(xid = ctx.xid, backend = %backend.name(), reason = error.reason().as_str(), %error, retry = ctx.retries + 1, "retrying after fetch error");
-                stand_error(&mut standing, error);
-                drop(slot);
-            }
+        self.reached.push(index);
+        if !retry::may_retry(
+            self.rules,
+            &self.method,
+            Failure::Status(status),
+            ctx.retries,
+        ) || !can_resend(&self.request, self.resendable)
+            || !another_usable(self.pool, &self.reached)
+            || self.deadline.is_some_and(|d| d.passed())
+            || !self.pool.budget().try_retry()
+        {
+            return Judged::Done(hold_slot(response, slot));
         }
-        // 4. Back off (full jitter) before the next attempt; a pause that
-        // would outlast the deadline is not taken, the standing result goes.
-        let pause = retry::backoff(rules, ctx.retries, &mut rand::thread_rng());
-        if deadline.is_some_and(|d| d.left() <= pause) {
-            break;
-        }
-        ctx.retries += 1;
-        tokio::time::sleep(pause).await;
+        tracing::info!(xid = ctx.xid, backend = %backend, status = status.as_u16(), retry = ctx.retries + 1, "retrying after backend status, on another backend");
+        // A newer answer replaces an older one.
+        self.standing = Some(Standing::Answer(Box::new(response), slot));
+        Judged::Retry
     }
-    match standing {
-        Some(Standing::Answer(response, slot)) => {
-            ctx.backend = Some(slot.backend().name().clone());
-            Ok(hold_slot(*response, slot))
+
+    /// No usable answer came: retried, or the end of the attempts.
+    fn failed(
+        &mut self,
+        failure: backend::SendFailure<Body>,
+        slot: InFlight,
+        index: usize,
+        ctx: &mut RequestCtx,
+    ) -> Judged {
+        ctx.attempts.push(Attempt {
+            backend: slot.backend().name().clone(),
+            result: Err(failure.error.reason()),
+        });
+        if !self.client_fault() {
+            self.pool.record_error(&slot, self.path, &failure.error);
         }
-        Some(Standing::Error(error)) => Err(error),
-        None => Err(FetchError::NoBackend {
-            pool: pool.name().clone(),
-        }),
+        if let Some(returned) = failure.request {
+            self.request = Some(*returned);
+        }
+        let error = failure.error;
+        if matches!(error, FetchError::Deadline { .. }) {
+            // The deadline stops the wait; what stood before stands.
+            stand_unless_set(&mut self.standing, error);
+            return Judged::Stop;
+        }
+        let elsewhere = retry::another_backend_only(error.failure());
+        if elsewhere {
+            self.reached.push(index);
+        }
+        // A request that never reached the backend added no load to
+        // it, so its retry does not draw on the budget.
+        if !retry::may_retry(self.rules, &self.method, error.failure(), ctx.retries)
+            || !can_resend(&self.request, self.resendable)
+            || (elsewhere && !another_usable(self.pool, &self.reached))
+            || !(error.never_sent() || self.pool.budget().try_retry())
+        {
+            stand_error(&mut self.standing, error);
+            return Judged::Stop;
+        }
+        tracing::info!(xid = ctx.xid, backend = %slot.backend().name(), reason = error.reason().as_str(), %error, retry = ctx.retries + 1, "retrying after fetch error");
+        stand_error(&mut self.standing, error);
+        drop(slot);
+        Judged::Retry
     }
+
+    /// What stands when the attempts are over.
+    fn finish(self, ctx: &mut RequestCtx) -> Result<Response<Body>, FetchError> {
+        match self.standing {
+            Some(Standing::Answer(response, slot)) => {
+                ctx.backend = Some(slot.backend().name().clone());
+                Ok(hold_slot(*response, slot))
+            }
+            Some(Standing::Error(error)) => Err(error),
+            None => Err(FetchError::NoBackend {
+                pool: self.pool.name().clone(),
+            }),
+        }
+    }
+}
+
+/// Sends `req` to `backend`. A pooled connection the backend had closed
+/// while idle (no byte of an answer came back): once more on a fresh
+/// connection, when the request is whole (its body complete and kept),
+/// whatever retry_on says, outside the budget and the retry count: the
+/// backend never saw it (Varnish's extrachance).
+async fn send(
+    backend: &backend::Backend<Body>,
+    req: Request<Body>,
+    timeout: std::time::Duration,
+    deadline: Option<Deadline>,
+    again: &(dyn Fn() -> Parts + Sync),
+    ctx: &RequestCtx,
+) -> Result<Response<Body>, backend::SendFailure<Body>> {
+    let mut sent = backend.client.send_returning(req, timeout, deadline).await;
+    if let Err(failure) = &mut sent {
+        if let Some(replay) = failure.replay.take() {
+            tracing::debug!(xid = ctx.xid, backend = %backend.name(), error = %failure.error, "pooled connection was closed: sending again on a fresh connection");
+            let body = if replay.is_empty() {
+                Body::Empty
+            } else {
+                Body::full(replay)
+            };
+            let req = Request::from_parts(again(), body);
+            sent = backend.client.send_fresh(req, timeout, deadline).await;
+        }
+    }
+    sent
 }
 
 /// A failed attempt: its error stands, unless an answer does (a backend's
