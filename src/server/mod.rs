@@ -13,9 +13,16 @@
 //! at once to come back later instead of timing out in a queue it cannot
 //! see. Those refusals run outside the cap, one short task each. A reload
 //! that changes the cap starts a new count for new connections.
+//!
+//! # TLS
+//!
+//! A `listen` entry with `tls = true` accepts TLS (`tls.rs`): the
+//! handshake runs in the connection's task, inside the cap, bounded by
+//! `header_timeout`; then the connection is served like a plain one.
 
 mod conn;
 mod framing;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,9 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
+use crate::config::Listen;
 use crate::generation::Current;
 
 pub use conn::Settings;
@@ -62,13 +71,18 @@ struct Shared {
     stop_rx: watch::Receiver<bool>,
     /// The `max_connections` permits; none when there is no cap.
     cap: ArcSwapOption<Semaphore>,
+    /// The TLS listeners' acceptor for the current `[tls]` certificates,
+    /// replaced on reload (a handshake takes the one current when it
+    /// starts); none without certificates.
+    tls: ArcSwapOption<TlsAcceptor>,
 }
 
 fn semaphore(max_connections: usize) -> Option<Arc<Semaphore>> {
     (max_connections > 0).then(|| Arc::new(Semaphore::new(max_connections)))
 }
 
-/// Serves `listeners` until `shutdown` resolves, then stops accepting, lets
+/// Serves `listeners` (bound in the order of `[server] listen`, whose
+/// entries say which are TLS) until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish for up to `[server] drain_timeout` and returns.
 /// Each time `reloaded` changes, the listeners follow the current
 /// configuration's `[server] listen` (new addresses bound, old ones closed;
@@ -90,15 +104,17 @@ pub async fn serve(
         drain_tx,
         stop_rx,
         cap: ArcSwapOption::new(semaphore(max_connections)),
+        tls: ArcSwapOption::new(tls::acceptor(&current.load().config().tls).map(Arc::new)),
     });
+    // Addresses as configured (port 0 in tests) map to what they were bound to.
+    let mut configured: Vec<Listen> = server_config.listen.clone();
     let mut loops: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
-    for listener in listeners {
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let tls = configured.get(i).is_some_and(|l| l.tls);
         if let Ok(addr) = listener.local_addr() {
-            loops.insert(addr, start_accepting(listener, shared.clone()));
+            loops.insert(addr, start_accepting(listener, tls, shared.clone()));
         }
     }
-    // Addresses as configured (port 0 in tests) map to what they were bound to.
-    let mut configured: Vec<SocketAddr> = current.load().config().server.listen.clone();
 
     tokio::pin!(shutdown);
     loop {
@@ -112,6 +128,8 @@ pub async fn serve(
                 }
                 let config = current.load().config().clone();
                 shared.settings.store(Arc::new(Settings::new(&config.server)));
+                // The certificates the reload read: new handshakes use them.
+                shared.tls.store(tls::acceptor(&config.tls).map(Arc::new));
                 if config.server.max_connections != max_connections {
                     max_connections = config.server.max_connections;
                     shared.cap.store(semaphore(max_connections));
@@ -147,12 +165,13 @@ pub async fn serve(
 /// Binds the addresses that are new in `wanted` and stops the loops of
 /// those that are gone. A bind failure is logged and the rest goes on.
 async fn follow_listen(
-    wanted: &[SocketAddr],
-    before: &[SocketAddr],
+    wanted: &[Listen],
+    before: &[Listen],
     loops: &mut HashMap<SocketAddr, watch::Sender<bool>>,
     shared: &Arc<Shared>,
 ) {
-    for addr in before.iter().filter(|a| !wanted.contains(a)) {
+    for gone in before.iter().filter(|a| !wanted.contains(a)) {
+        let addr = &gone.addr;
         // Port-0 addresses were bound to another port: match by IP then.
         let bound: Vec<SocketAddr> = loops
             .keys()
@@ -166,12 +185,13 @@ async fn follow_listen(
             }
         }
     }
-    for addr in wanted.iter().filter(|a| !before.contains(a)) {
+    for new in wanted.iter().filter(|a| !before.contains(a)) {
+        let addr = &new.addr;
         match listen(*addr).await {
             Ok(listener) => {
                 let bound = listener.local_addr().unwrap_or(*addr);
-                tracing::info!(addr = %bound, "shellac listening (reload)");
-                loops.insert(bound, start_accepting(listener, shared.clone()));
+                tracing::info!(addr = %bound, tls = new.tls, "shellac listening (reload)");
+                loops.insert(bound, start_accepting(listener, new.tls, shared.clone()));
             }
             Err(error) => {
                 tracing::error!(%addr, %error, "cannot listen on the new address; keeping the others")
@@ -180,14 +200,15 @@ async fn follow_listen(
     }
 }
 
-fn start_accepting(listener: TcpListener, shared: Arc<Shared>) -> watch::Sender<bool> {
+fn start_accepting(listener: TcpListener, tls: bool, shared: Arc<Shared>) -> watch::Sender<bool> {
     let (own_stop_tx, own_stop_rx) = watch::channel(false);
-    tokio::spawn(accept_loop(listener, shared, own_stop_rx));
+    tokio::spawn(accept_loop(listener, tls, shared, own_stop_rx));
     own_stop_tx
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: bool,
     shared: Arc<Shared>,
     mut own_stop: watch::Receiver<bool>,
 ) {
@@ -210,6 +231,17 @@ async fn accept_loop(
         };
         let current = shared.current.clone();
         let settings = shared.settings.load_full();
+        let acceptor = if tls {
+            match shared.tls.load_full() {
+                Some(acceptor) => Some(acceptor),
+                None => {
+                    tracing::warn!(client = %client, "TLS listener without certificates: connection closed");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let permit = match shared.cap.load_full() {
             None => None,
             Some(cap) => match cap.try_acquire_owned() {
@@ -217,9 +249,18 @@ async fn accept_loop(
                 Err(_) => {
                     tracing::warn!(client = %client, "max_connections reached: answering 503");
                     let proxy = current.load_full();
-                    tokio::spawn(
-                        async move { conn::refuse_connection(stream, proxy, &settings).await },
-                    );
+                    tokio::spawn(async move {
+                        match acceptor {
+                            None => conn::refuse_connection(stream, proxy, &settings).await,
+                            Some(acceptor) => {
+                                if let Some(stream) =
+                                    tls::handshake(&acceptor, stream, client, &settings).await
+                                {
+                                    conn::refuse_connection(stream, proxy, &settings).await
+                                }
+                            }
+                        }
+                    });
                     continue;
                 }
             },
@@ -232,9 +273,35 @@ async fn accept_loop(
         // connection churn that was about a tenth of the instructions per
         // connection (callgrind).
         tokio::spawn(Box::pin(async move {
-            conn::serve_connection(stream, client, current, &settings, stop_rx).await;
+            match acceptor {
+                None => {
+                    conn::serve_connection(stream, client, current, &settings, stop_rx, false).await
+                }
+                Some(acceptor) => {
+                    serve_tls(stream, client, &acceptor, current, &settings, stop_rx).await
+                }
+            }
             drop(permit);
             drop(drain_tx);
         }));
+    }
+}
+
+/// A TLS connection: the handshake (bounded by `header_timeout`, given up
+/// on shutdown), then the same connection code as plain HTTP.
+async fn serve_tls(
+    stream: TcpStream,
+    client: SocketAddr,
+    acceptor: &TlsAcceptor,
+    current: Current,
+    settings: &Settings,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let handshake = tokio::select! {
+        handshake = tls::handshake(acceptor, stream, client, settings) => handshake,
+        _ = stop_rx.changed() => return,
+    };
+    if let Some(stream) = handshake {
+        conn::serve_connection(stream, client, current, settings, stop_rx, true).await;
     }
 }
