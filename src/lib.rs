@@ -7,7 +7,8 @@
 //! checks it).
 //!
 //! Entry points:
-//! - [`server`]: listeners, one task per connection, idle timeout, drain.
+//! - [`server`]: listeners (plain and TLS), one task per connection, idle
+//!   timeout, drain.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload,
 //!   maintenance, status page) and its guard against cross-site requests.
 //! - [`generation`]: building a [`proxy::Proxy`] generation, the current one

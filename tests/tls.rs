@@ -738,3 +738,38 @@ async fn metrics_show_each_certificate_expiry() {
     }
     shellac.stop().await;
 }
+
+#[test]
+fn a_certificate_near_its_expiry_is_warned_about_and_names_can_be_given() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut params = CertificateParams::new(vec!["old.test".to_string()]).expect("params");
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &pki.ca).expect("sign");
+    std::fs::write(dir.path().join("old.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.path().join("old.key"), key.serialize_pem()).expect("write");
+    write_leaf(dir.path(), "new", &pki.leaf(&["new.test"]));
+    let file = dir.path().join("shellac.toml");
+    std::fs::write(
+        &file,
+        config_text(
+            "127.0.0.1:9".parse().expect("addr"),
+            "[[tls.certificate]]\ncertificate = \"new.pem\"\nprivate_key = \"new.key\"\nnames = [\"Override.test\", \"*.override.test\"]\n\
+             [[tls.certificate]]\ncertificate = \"old.pem\"\nprivate_key = \"old.key\"\n",
+        ),
+    )
+    .expect("write");
+    let config = shellac::Config::load(&file).expect("valid, if about to expire");
+    assert_eq!(
+        config.tls.certificates[0].names,
+        ["override.test", "*.override.test"]
+    );
+    assert_eq!(config.tls.certificates[1].names, ["old.test"]);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert!(
+        warning.contains("old.test") && warning.contains("Wed, 01 Jan 2020"),
+        "{warning}"
+    );
+}
