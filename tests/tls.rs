@@ -402,7 +402,7 @@ async fn alpn_chooses_http2_or_http11_and_the_backend_hears_https() {
 }
 
 #[tokio::test]
-async fn plain_http_on_the_tls_port_is_closed_at_once() {
+async fn plain_http_on_the_tls_port_gets_a_400_and_a_close_at_once() {
     let origin = Origin::fixed(Reply::ok("hello")).await;
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -433,6 +433,10 @@ async fn plain_http_on_the_tls_port_is_closed_at_once() {
     assert!(
         !answer.contains("hello"),
         "served over plain HTTP: {answer:?}"
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 400 ") && answer.contains("use https://"),
+        "{answer:?}"
     );
     assert_eq!(origin.requests(), 0);
     shellac.stop().await;

@@ -10,8 +10,12 @@
 //! connection code serves what the client then speaks (HTTP/2 starts with
 //! its preface).
 //!
-//! Plain HTTP sent to a TLS port is not a TLS record: rustls fails the
-//! handshake on the first five bytes and the connection is closed at once.
+//! Plain HTTP sent to a TLS port is told by its first byte (a TLS
+//! handshake starts with 0x16, a request with a method's capital letter)
+//! and answered with a bare `400` saying so, then closed — as nginx does;
+//! left to rustls it would get a TLS alert, which curl shows as "Received
+//! HTTP/0.9". Anything else that is not TLS fails the handshake and is
+//! closed at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +23,7 @@ use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -28,6 +33,12 @@ use crate::config::{TlsConfig, TlsVersion};
 
 /// The ALPN protocols offered, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The answer to plain HTTP on a TLS port. Bare, like hyper's own 431:
+/// no request was parsed, so there is nothing for a synthetic page to say.
+const PLAIN_HTTP_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 49\r\nconnection: close\r\n\r\n\
+This port speaks HTTPS: use https:// to reach it\n";
 
 /// The acceptor for `tls`'s certificates; none when there are none (no
 /// listener has `tls = true`; the configuration refuses that otherwise).
@@ -65,7 +76,25 @@ pub(super) async fn handshake(
     settings: &Settings,
 ) -> Option<TlsStream<TcpStream>> {
     let timeout = settings.handshake_timeout();
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            tracing::debug!(client = %client, "plain HTTP on a TLS listener: answered 400");
+            refuse_plain_http(stream).await;
+            return None;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(client = %client, %error, "TLS client connection failed before a handshake");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(client = %client, ?timeout, "TLS handshake not started within header_timeout");
+            return None;
+        }
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(error)) => {
             tracing::debug!(client = %client, %error, "TLS handshake failed");
@@ -76,6 +105,29 @@ pub(super) async fn handshake(
             None
         }
     }
+}
+
+/// Answers plain HTTP with [`PLAIN_HTTP_ON_TLS`] and closes: our side
+/// first (FIN), then what the client still sends is read and dropped for
+/// up to a second, so that closing with unread bytes does not reset the
+/// connection before the client has read the answer.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    let bound = std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(bound, async {
+        stream.write_all(PLAIN_HTTP_ON_TLS).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Picks the certificate for a client's SNI name.
