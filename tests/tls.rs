@@ -269,7 +269,6 @@ fn config_text(backend: SocketAddr, extra: &str) -> String {
 impl Running {
     async fn start(file: &Path) -> Running {
         let config = shellac::Config::load(file).unwrap_or_else(|e| panic!("config: {e}"));
-        assert!(config.server.listen[1].tls, "the second listener is TLS");
         let listeners = shellac::bind(&config).await.expect("bind");
         let addrs = shellac::local_addrs(&listeners);
         let admin_listener = shellac::bind_admin(&config).await.expect("bind admin");
@@ -287,7 +286,7 @@ impl Running {
         }));
         Running {
             plain: addrs[0],
-            tls: addrs[1],
+            tls: *addrs.get(1).unwrap_or(&addrs[0]),
             admin,
             stop: Some(tx),
             task,
@@ -776,4 +775,68 @@ fn a_certificate_near_its_expiry_is_warned_about_and_names_can_be_given() {
         warning.contains("old.test") && warning.contains("Wed, 01 Jan 2020"),
         "{warning}"
     );
+}
+
+#[tokio::test]
+async fn a_reload_can_turn_a_listener_into_tls_and_back_on_the_same_port() {
+    let origin = Origin::fixed(Reply::ok("hello")).await;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_leaf(dir.path(), "site", &pki.leaf(&["site.test"]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let file = dir.path().join("shellac.toml");
+    let write = |tls: bool| {
+        let text = format!(
+            "[server]\nlisten = [{{ address = \"127.0.0.1:{port}\", tls = {tls} }}]\n{ADMIN}\n\
+             [[tls.certificate]]\ncertificate = \"site.pem\"\nprivate_key = \"site.key\"\n\
+             [[backend]]\naddress = \"{}\"\n",
+            origin.addr
+        );
+        std::fs::write(&file, text).expect("write");
+    };
+    write(false);
+    let shellac = Running::start(&file).await;
+    assert_eq!(shellac.plain.port(), port);
+    assert_eq!(get(shellac.plain, "/").await.status, 200);
+
+    let client = verifying_client(pki.ca_der(), &[]);
+    for tls in [true, false] {
+        write(tls);
+        let reloaded = send_body(shellac.admin, "POST", "/reload", &[], "").await;
+        assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+        // The switch is applied by the accept loop: wait for it, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let works = if tls {
+                match connect(shellac.plain, "site.test", client.clone()).await {
+                    Ok(stream) => {
+                        Sender::on(stream)
+                            .await
+                            .get("site.test", "/", &[])
+                            .await
+                            .1
+                            .status
+                            == 200
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                support::try_send(shellac.plain, "GET", "/", &[])
+                    .await
+                    .is_ok_and(|got| got.status == 200)
+            };
+            if works {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port} did not switch to tls = {tls}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    shellac.stop().await;
 }

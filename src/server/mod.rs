@@ -77,6 +77,26 @@ struct Shared {
     tls: ArcSwapOption<TlsAcceptor>,
 }
 
+/// What one accept loop does, set by the reload that follows `listen`: a
+/// listener whose address stays but whose `tls` flips is switched in place
+/// (binding the address again while the old socket is open would fail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Tls,
+    Stop,
+}
+
+impl Mode {
+    fn of(tls: bool) -> Mode {
+        if tls {
+            Mode::Tls
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
 fn semaphore(max_connections: usize) -> Option<Arc<Semaphore>> {
     (max_connections > 0).then(|| Arc::new(Semaphore::new(max_connections)))
 }
@@ -108,7 +128,7 @@ pub async fn serve(
     });
     // Addresses as configured (port 0 in tests) map to what they were bound to.
     let mut configured: Vec<Listen> = server_config.listen.clone();
-    let mut loops: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
+    let mut loops: HashMap<SocketAddr, watch::Sender<Mode>> = HashMap::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let tls = configured.get(i).is_some_and(|l| l.tls);
         if let Ok(addr) = listener.local_addr() {
@@ -149,8 +169,8 @@ pub async fn serve(
         "shutting down: no new connections, draining in-flight requests"
     );
     let _ = stop_tx.send(true);
-    for (_, stop) in loops.drain() {
-        let _ = stop.send(true);
+    for (_, mode) in loops.drain() {
+        let _ = mode.send(Mode::Stop);
     }
     drop(shared);
     match tokio::time::timeout(drain_timeout, drain_rx.recv()).await {
@@ -162,15 +182,32 @@ pub async fn serve(
     }
 }
 
-/// Binds the addresses that are new in `wanted` and stops the loops of
-/// those that are gone. A bind failure is logged and the rest goes on.
+/// Binds the addresses that are new in `wanted`, stops the loops of those
+/// that are gone, and switches those whose `tls` changed. A bind failure is
+/// logged and the rest goes on.
 async fn follow_listen(
     wanted: &[Listen],
     before: &[Listen],
-    loops: &mut HashMap<SocketAddr, watch::Sender<bool>>,
+    loops: &mut HashMap<SocketAddr, watch::Sender<Mode>>,
     shared: &Arc<Shared>,
 ) {
-    for gone in before.iter().filter(|a| !wanted.contains(a)) {
+    // The same (non-zero) port on both sides, only `tls` differs.
+    let stays = |addr: &SocketAddr, other: &[Listen]| {
+        addr.port() != 0 && other.iter().any(|l| l.addr == *addr)
+    };
+    for switched in wanted
+        .iter()
+        .filter(|a| !before.contains(a) && stays(&a.addr, before))
+    {
+        if let Some(mode) = loops.get(&switched.addr) {
+            let _ = mode.send(Mode::of(switched.tls));
+            tracing::info!(addr = %switched.addr, tls = switched.tls, "listener switched (reload)");
+        }
+    }
+    for gone in before
+        .iter()
+        .filter(|a| !wanted.contains(a) && !stays(&a.addr, wanted))
+    {
         let addr = &gone.addr;
         // Port-0 addresses were bound to another port: match by IP then.
         let bound: Vec<SocketAddr> = loops
@@ -179,13 +216,16 @@ async fn follow_listen(
             .copied()
             .collect();
         for b in bound {
-            if let Some(stop) = loops.remove(&b) {
-                let _ = stop.send(true);
+            if let Some(mode) = loops.remove(&b) {
+                let _ = mode.send(Mode::Stop);
                 tracing::info!(addr = %b, "stopped listening (reload)");
             }
         }
     }
-    for new in wanted.iter().filter(|a| !before.contains(a)) {
+    for new in wanted
+        .iter()
+        .filter(|a| !before.contains(a) && !stays(&a.addr, before))
+    {
         let addr = &new.addr;
         match listen(*addr).await {
             Ok(listener) => {
@@ -200,25 +240,26 @@ async fn follow_listen(
     }
 }
 
-fn start_accepting(listener: TcpListener, tls: bool, shared: Arc<Shared>) -> watch::Sender<bool> {
-    let (own_stop_tx, own_stop_rx) = watch::channel(false);
-    tokio::spawn(accept_loop(listener, tls, shared, own_stop_rx));
-    own_stop_tx
+fn start_accepting(listener: TcpListener, tls: bool, shared: Arc<Shared>) -> watch::Sender<Mode> {
+    let (mode_tx, mode_rx) = watch::channel(Mode::of(tls));
+    tokio::spawn(accept_loop(listener, shared, mode_rx));
+    mode_tx
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: bool,
-    shared: Arc<Shared>,
-    mut own_stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut mode: watch::Receiver<Mode>) {
     let mut stop_rx = shared.stop_rx.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop_rx.changed() => return,
-            _ = own_stop.changed() => return,
+            changed = mode.changed() => {
+                if changed.is_err() || *mode.borrow() == Mode::Stop {
+                    return;
+                }
+                continue;
+            }
         };
+        let tls = *mode.borrow() == Mode::Tls;
         let (stream, client) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
