@@ -840,3 +840,33 @@ async fn a_reload_can_turn_a_listener_into_tls_and_back_on_the_same_port() {
     }
     shellac.stop().await;
 }
+
+#[tokio::test]
+async fn a_tls_connection_over_max_connections_gets_the_503_over_tls() {
+    let origin = Origin::fixed(Reply::ok("hello")).await;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _, tls) = two_certificates(&pki, dir.path());
+    let file = dir.path().join("shellac.toml");
+    std::fs::write(
+        &file,
+        config_text(origin.addr, &tls).replace("[server]\n", "[server]\nmax_connections = 1\n"),
+    )
+    .expect("write");
+    let shellac = Running::start(&file).await;
+    let client = verifying_client(pki.ca_der(), &[b"h2"]);
+    let held = connect(shellac.tls, "a.test", client.clone())
+        .await
+        .expect("handshake");
+    let mut held = Sender::on(held).await;
+    assert_eq!(held.get("a.test", "/", &[]).await.1.status, 200);
+    let over = connect(shellac.tls, "a.test", client)
+        .await
+        .expect("a handshake over the cap too");
+    let (version, got) = Sender::on(over).await.get("a.test", "/", &[]).await;
+    assert_eq!(version, Version::HTTP_2);
+    assert_eq!(got.status, 503, "{}", got.text());
+    assert!(got.headers.contains_key("retry-after"));
+    drop(held);
+    shellac.stop().await;
+}
