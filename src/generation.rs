@@ -46,6 +46,7 @@ pub fn first(config: Config) -> Current {
             AccessLogger::off()
         });
     ops.set_maintenance_file(config.server.maintenance_file.clone());
+    loaded(&config, &ops);
     let mut cache = Cache::new(store);
     if let Some(l2_config) = &config.cache.l2 {
         let node_id = rand::random::<u64>();
@@ -74,6 +75,7 @@ pub fn next(config: Config, old: &Proxy) -> Proxy {
         )
     };
     ops.set_maintenance_file(config.server.maintenance_file.clone());
+    loaded(&config, &ops);
     Proxy::build(
         Arc::new(config),
         old.cache().clone(),
@@ -81,6 +83,21 @@ pub fn next(config: Config, old: &Proxy) -> Proxy {
         access_log,
         Some(old),
     )
+}
+
+/// What every load of a configuration tells: its warnings (a certificate
+/// about to expire) in the log, its certificates' expiry in `/metrics`.
+fn loaded(config: &Config, ops: &Ops) {
+    for warning in &config.warnings {
+        tracing::warn!(file = %config.file.display(), "{warning}");
+    }
+    ops.metrics.set_certificates(
+        config
+            .tls
+            .certificates
+            .iter()
+            .map(|c| (c.names_label(), c.not_after)),
+    );
 }
 
 /// The ban lurker (every second) and the rate limiters' trim (every

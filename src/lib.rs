@@ -7,7 +7,8 @@
 //! checks it).
 //!
 //! Entry points:
-//! - [`server`]: listeners, one task per connection, idle timeout, drain.
+//! - [`server`]: listeners (plain and TLS), one task per connection, idle
+//!   timeout, drain.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload,
 //!   maintenance, status page) and its guard against cross-site requests.
 //! - [`generation`]: building a [`proxy::Proxy`] generation, the current one
@@ -79,8 +80,9 @@ pub use config::Config;
 /// Binds every `[server] listen` address of `config`.
 pub async fn bind(config: &Config) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(config.server.listen.len());
-    for addr in &config.server.listen {
-        let listener = server::listen(*addr)
+    for entry in &config.server.listen {
+        let addr = entry.addr;
+        let listener = server::listen(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(listener);

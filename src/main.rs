@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        for warning in &config.warnings {
+            eprintln!("shellac: warning: {warning}");
+        }
         println!("shellac: configuration {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }

@@ -111,6 +111,13 @@ struct SynthLabel {
     reason: &'static str,
 }
 
+/// `names` label of the TLS certificate gauge: a certificate's names,
+/// comma-separated.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabel {
+    names: String,
+}
+
 const OUTCOMES: [Outcome; 5] = [
     Outcome::Hit,
     Outcome::HitStale,
@@ -165,6 +172,8 @@ pub struct Metrics {
     synth_503: Counter,
     /// The second tier (`[cache.l2]`) and invalidation fan-out.
     pub l2: L2Metrics,
+    /// Each loaded TLS certificate's `notAfter`, as Unix time.
+    tls_certificate_expiry: Family<CertificateLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -229,6 +238,7 @@ impl Metrics {
             bans_active: Gauge::default(),
             synth_503: Counter::default(),
             l2: L2Metrics::default(),
+            tls_certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -321,6 +331,11 @@ impl Metrics {
             "Bans not yet applied to every object",
             metrics.bans_active.clone(),
         );
+        registry.register(
+            "shellac_tls_certificate_expiry_seconds",
+            "When each TLS certificate expires (its notAfter), as Unix time, by its names",
+            metrics.tls_certificate_expiry.clone(),
+        );
         metrics.l2.register(&mut registry);
         Metrics {
             registry,
@@ -406,6 +421,18 @@ impl Metrics {
     /// Synthetic 503s so far.
     pub fn synth_503(&self) -> u64 {
         self.synth_503.get()
+    }
+
+    /// The TLS certificates now loaded, as `(names, notAfter in Unix
+    /// seconds)`: replaces those of the previous load, so a certificate
+    /// removed by a reload leaves the gauge.
+    pub fn set_certificates(&self, certificates: impl IntoIterator<Item = (String, i64)>) {
+        self.tls_certificate_expiry.clear();
+        for (names, not_after) in certificates {
+            self.tls_certificate_expiry
+                .get_or_create(&CertificateLabel { names })
+                .set(not_after);
+        }
     }
 
     /// Sets the gauges that describe current state, then renders the

@@ -883,17 +883,23 @@ async fn responses_are_keyed_by_host() {
 
 #[tokio::test]
 async fn unkeyed_forwarding_headers_do_not_change_the_key_and_are_forwarded_untouched() {
-    // Shellac never uses these headers; it forwards them as they came and
-    // keeps them out of the key. A request carrying one gets (and fills)
-    // the same object as a request without it.
-    for (name, value) in [
-        ("x-forwarded-host", "evil.example"),
-        ("x-forwarded-scheme", "nothttps"),
-        ("x-forwarded-proto", "http"),
-        ("x-original-url", "/admin"),
-        ("x-rewrite-url", "/admin"),
-        ("x-http-method-override", "DELETE"),
-        ("forwarded", "host=evil.example"),
+    // Shellac never uses these headers; it keeps them out of the key and
+    // forwards them as they came, except `X-Forwarded-Proto` and
+    // `Forwarded`, which it replaces with its own (issue 16: the client is
+    // not a trusted proxy). A request carrying one gets (and fills) the
+    // same object as a request without it.
+    for (name, value, forwarded) in [
+        ("x-forwarded-host", "evil.example", "evil.example"),
+        ("x-forwarded-scheme", "nothttps", "nothttps"),
+        ("x-forwarded-proto", "https", "http"),
+        ("x-original-url", "/admin", "/admin"),
+        ("x-rewrite-url", "/admin", "/admin"),
+        ("x-http-method-override", "DELETE", "DELETE"),
+        (
+            "forwarded",
+            "host=evil.example",
+            "for=127.0.0.1;proto=http;host=\"test.example\"",
+        ),
     ] {
         let origin = Origin::fixed(Reply::ok("page").header("cache-control", "max-age=60")).await;
         let shellac = Shellac::start(&config(origin.addr, "")).await;
@@ -911,7 +917,8 @@ async fn unkeyed_forwarding_headers_do_not_change_the_key_and_are_forwarded_unto
         assert_eq!(seen[0].method, "GET", "{name} changed the method");
         assert_eq!(
             seen[0].headers.get(name).map(|v| v.as_bytes()),
-            Some(value.as_bytes())
+            Some(forwarded.as_bytes()),
+            "{name}: {value}"
         );
         assert_eq!(
             seen[0].headers.get("host").map(|v| v.as_bytes()),

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// `[server] listen`: Varnish's default client port.
 pub const LISTEN: &str = "127.0.0.1:6081";
+/// `[tls] min_version`: TLS 1.2, which every client of the last decade
+/// speaks (Mozilla's "intermediate" profile); 1.3 is offered too.
+pub const TLS_MIN_VERSION: super::TlsVersion = super::TlsVersion::Tls12;
 /// `[server] timeout_idle` (Varnish `timeout_idle`, 5 s): how long an idle
 /// keep-alive client connection is kept.
 pub const TIMEOUT_IDLE: Duration = Duration::from_secs(5);

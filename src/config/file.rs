@@ -36,6 +36,26 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rate_limit: Vec<RawRateLimit>,
     pub(super) cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub(super) tls: RawTls,
+}
+
+/// `[tls]`: the certificates of the TLS listeners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) certificate: Vec<RawCertificate>,
+}
+
+/// One `[[tls.certificate]]`: PEM files, relative to the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) certificate: Spanned<String>,
+    pub(super) private_key: Spanned<String>,
+    pub(super) names: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,7 +85,8 @@ pub(super) struct RawRateLimit {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
-    /// A string or an array of strings; checked in `config::build`.
+    /// A string, or an array of strings and `{ address, tls }` tables;
+    /// checked in `config::build::server`.
     pub(super) listen: Option<Spanned<toml::Value>>,
     pub(super) timeout_idle: Option<ConfigDuration>,
     pub(super) header_timeout: Option<Spanned<ConfigDuration>>,

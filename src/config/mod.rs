@@ -44,6 +44,18 @@ pub use units::{parse_duration, parse_size};
 use error::Locator;
 use file::RawConfig;
 
+/// The cryptography under every TLS listener: rustls with *ring* (no
+/// cmake or C toolchain beyond `cc`, unlike aws-lc-rs), built once. Config
+/// loading uses it to check that each private key matches its certificate,
+/// the server to build its listeners.
+pub fn tls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
 /// hyper's smallest HTTP/1 read buffer; request and response heads up to
 /// this size are always buffered, larger limits raise the buffer.
 pub const MIN_READ_BUFFER: usize = 8192;
@@ -73,6 +85,76 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitConfig>,
     /// `[cluster]`: consistent-hash peering, when configured.
     pub cluster: Option<ClusterConfig>,
+    /// `[tls]`: the certificates, loaded and checked (none without `[tls]`).
+    pub tls: TlsConfig,
+    /// What an operator should know about this configuration although it
+    /// is valid (a certificate about to expire), one sentence each. Logged
+    /// by `run` and on every reload, printed by `--check`: the configuration
+    /// is loaded before logging starts.
+    pub warnings: Vec<String>,
+}
+
+/// One `[server] listen` entry: an address, plain HTTP or TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// The address to accept clients on.
+    pub addr: SocketAddr,
+    /// Clients speak TLS here (HTTPS; HTTP/2 or HTTP/1.1 chosen by ALPN).
+    pub tls: bool,
+}
+
+impl Listen {
+    /// A plain-HTTP listener on `addr`.
+    pub fn plain(addr: SocketAddr) -> Listen {
+        Listen { addr, tls: false }
+    }
+}
+
+/// `[tls]`: what every TLS listener serves.
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    /// The oldest protocol version offered; default TLS 1.2.
+    pub min_version: TlsVersion,
+    /// `[[tls.certificate]]` in file order; the first one is served to a
+    /// client whose SNI matches none (or that sends none).
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// `[tls] min_version`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// `"1.2"`: TLS 1.2 and 1.3 (the default).
+    #[default]
+    Tls12,
+    /// `"1.3"`: TLS 1.3 only.
+    Tls13,
+}
+
+/// One `[[tls.certificate]]`, read from its files when the configuration
+/// was loaded (so `--check` and a reload refuse a bad file) and checked:
+/// the chain parses, the key matches the leaf.
+#[derive(Clone, Debug)]
+pub struct CertificateConfig {
+    /// The `certificate` file as resolved (for messages).
+    pub file: PathBuf,
+    /// The names it is served for, lower-case: `names`, or else the leaf's
+    /// DNS subject alternative names; `*.example.com` matches one label.
+    pub names: Vec<String>,
+    /// The leaf's `notAfter`, as Unix time in seconds.
+    pub not_after: i64,
+    /// The chain and the signing key, as the TLS listener serves them.
+    pub key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl CertificateConfig {
+    /// Its names as one label, comma-separated (`/metrics`, logs).
+    pub fn names_label(&self) -> String {
+        if self.names.is_empty() {
+            String::from("(none)")
+        } else {
+            self.names.join(",")
+        }
+    }
 }
 
 /// `[cluster]`: every node lists the same peers (itself included); a miss
@@ -90,8 +172,8 @@ pub struct ClusterConfig {
 /// `[server]`.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Addresses to accept clients on.
-    pub listen: Vec<SocketAddr>,
+    /// Addresses to accept clients on, each plain HTTP or TLS.
+    pub listen: Vec<Listen>,
     /// Close an idle keep-alive client connection after this.
     pub timeout_idle: Duration,
     /// The whole request head must arrive within this.
@@ -111,7 +193,8 @@ pub struct ServerConfig {
     pub synthetic_template: Option<Arc<str>>,
     /// Send `X-Shellac-Error: <reason>` on synthetic responses.
     pub debug_headers: bool,
-    /// Peers whose `X-Forwarded-For` is believed (rate limits, purge ACL, logs).
+    /// Peers whose `X-Forwarded-For` is believed (rate limits, purge ACL,
+    /// logs), and whose `X-Forwarded-Proto` and `Forwarded` are passed on.
     pub trusted_proxies: Vec<IpNet>,
     /// Maintenance mode is on while this file exists.
     pub maintenance_file: Option<PathBuf>,

@@ -12,7 +12,10 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 #[test]
 fn minimal_file_gets_varnish_defaults() {
     let c = parse("[[backend]]\naddress = \"127.0.0.1:8080\"\n").expect("valid");
-    assert_eq!(c.server.listen, vec!["127.0.0.1:6081".parse().unwrap()]);
+    assert_eq!(
+        c.server.listen,
+        vec![super::Listen::plain("127.0.0.1:6081".parse().unwrap())]
+    );
     assert_eq!(c.backends[0].name, "backend0");
     assert_eq!(c.backends[0].connect_timeout, Duration::from_millis(3500));
     assert_eq!(c.backends[0].first_byte_timeout, Duration::from_secs(60));

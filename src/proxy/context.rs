@@ -23,6 +23,9 @@ pub struct RequestCtx {
     pub client: SocketAddr,
     /// The client's address as believed after `trusted_proxies`.
     pub client_ip: IpAddr,
+    /// It arrived over TLS: `https` in its cache key and in
+    /// `X-Forwarded-Proto` / `Forwarded` to the backend.
+    pub tls: bool,
     /// The method.
     pub method: Method,
     /// How the cache took part.
@@ -53,6 +56,7 @@ impl RequestCtx {
             start: Instant::now(),
             client,
             client_ip: client.ip(),
+            tls: false,
             method,
             outcome: Outcome::Pass,
             backend: None,

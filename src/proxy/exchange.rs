@@ -32,9 +32,12 @@ pub(super) struct Exchange {
 
 impl Exchange {
     /// The exchange for `req` under the first matching route; none when no
-    /// route matches.
+    /// route matches. `tls`: it came over TLS, so its key's scheme is
+    /// `https` — a `301` to `https://` stored for plain HTTP is never served
+    /// on HTTPS (Varnish's classic redirect loop).
     pub(super) fn of<B>(
         req: &Request<B>,
+        tls: bool,
         routes: &[RouteConfig],
         cache: &CacheConfig,
     ) -> Option<Exchange> {
@@ -50,7 +53,11 @@ impl Exchange {
             policy::request_mode(req.method(), req.headers())
         };
         Some(Exchange {
-            key: CacheKey::new("http", &crate::host::for_key(host.as_deref()), target),
+            key: CacheKey::new(
+                if tls { "https" } else { "http" },
+                &crate::host::for_key(host.as_deref()),
+                target,
+            ),
             mode: match mode {
                 // `[[route]] pass = true`: neither looked up nor stored.
                 _ if route.pass => RequestMode::Pass,

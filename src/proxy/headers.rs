@@ -1,5 +1,6 @@
 //! Header handling between client, cache and backend: hop-by-hop headers
-//! (RFC 9110 §7.6.1), `X-Forwarded-For`, `Via`, and the cache's own
+//! (RFC 9110 §7.6.1), `X-Forwarded-For`, `X-Forwarded-Proto` and
+//! `Forwarded` (RFC 7239), `Via`, and the cache's own
 //! `Age` / `X-Cache` / `Cache-Status`.
 
 use std::net::IpAddr;
@@ -22,6 +23,8 @@ pub const X_SHELLAC_RETRIES: HeaderName = HeaderName::from_static("x-shellac-ret
 pub const X_SHELLAC_PEER: HeaderName = HeaderName::from_static("x-shellac-peer");
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: `https` or `http`, how the client reached us.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
@@ -163,6 +166,63 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     joined.shrink_to_fit();
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
         headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// `X-Forwarded-Proto` and RFC 7239 `Forwarded` for the backend: how the
+/// client reached us (`tls`), from where (`peer`) and for which `Host`.
+///
+/// What the client sent is believed only from a `trusted` peer (a load
+/// balancer in `trusted_proxies`): its `X-Forwarded-Proto` is kept and our
+/// `Forwarded` element is appended to its own. From anyone else both are
+/// replaced, so a client cannot make a backend believe it came over HTTPS
+/// (a backend that redirects plain HTTP would then serve it, and cache
+/// keys it cannot see would differ from what it thinks).
+pub fn set_forwarded_proto(headers: &mut HeaderMap, peer: IpAddr, tls: bool, trusted: bool) {
+    let proto = if tls { "https" } else { "http" };
+    if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    match peer.to_canonical() {
+        IpAddr::V4(v4) => {
+            use std::fmt::Write as _;
+            let _ = write!(element, "{v4}");
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            // RFC 7239 §6: an IPv6 node is bracketed, hence quoted.
+            let _ = write!(element, "\"[{v6}]\"");
+        }
+    }
+    element.push_str(";proto=");
+    element.push_str(proto);
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        // Quoted always (a port's `:` is not a token character); a host
+        // that would need escaping is left out rather than escaped.
+        if !host.is_empty() && !host.contains(['"', '\\']) {
+            element.push_str(";host=\"");
+            element.push_str(host);
+            element.push('"');
+        }
+    }
+    let joined = if trusted {
+        let earlier: Vec<&str> = headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if earlier.is_empty() {
+            element
+        } else {
+            format!("{}, {element}", earlier.join(", "))
+        }
+    } else {
+        element
+    };
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(header::FORWARDED, value);
     }
 }
 
@@ -314,6 +374,38 @@ mod tests {
             append_forwarded_for(&mut h, ip.parse().expect("ip"));
             assert_eq!(h[X_FORWARDED_FOR], ip);
         }
+    }
+
+    #[test]
+    fn forwarded_proto_is_replaced_unless_the_peer_is_trusted() {
+        let spoofed = || {
+            let mut h = HeaderMap::new();
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            h.insert(
+                header::FORWARDED,
+                HeaderValue::from_static("for=1.2.3.4;proto=https"),
+            );
+            h.insert(header::HOST, HeaderValue::from_static("example.com:8080"));
+            h
+        };
+        let mut h = spoofed();
+        set_forwarded_proto(&mut h, "10.0.0.9".parse().expect("ip"), false, false);
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.0.0.9;proto=http;host=\"example.com:8080\""
+        );
+        let mut h = spoofed();
+        set_forwarded_proto(&mut h, "::1".parse().expect("ip"), false, true);
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=1.2.3.4;proto=https, for=\"[::1]\";proto=http;host=\"example.com:8080\""
+        );
+        let mut h = HeaderMap::new();
+        set_forwarded_proto(&mut h, "::ffff:10.1.2.3".parse().expect("ip"), true, true);
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[header::FORWARDED], "for=10.1.2.3;proto=https");
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Handles one client request, start to finish. `framing` is what the
+    /// Handles one client request, start to finish. `tls`: it came over a
+    /// TLS listener (the scheme of its cache key). `framing` is what the
     /// server counted in the raw head (HTTP/1), for `limits::check`.
     ///
     /// What needs no waiting (a fresh hit, a refusal, a synthetic answer)
@@ -138,12 +139,14 @@ impl Proxy {
         self: &Arc<Self>,
         req: Request<B>,
         client: SocketAddr,
+        tls: bool,
         framing: Option<limits::RawFraming>,
     ) -> Handled
     where
         B: Into<Body>,
     {
         let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
+        ctx.tls = tls;
         ctx.client_ip = headers::client_ip(
             client.ip(),
             req.headers(),
@@ -180,7 +183,9 @@ impl Proxy {
         }
 
         // 2. Route.
-        let Some(mut exchange) = Exchange::of(&req, &self.config.routes, &self.config.cache) else {
+        let Some(mut exchange) =
+            Exchange::of(&req, ctx.tls, &self.config.routes, &self.config.cache)
+        else {
             let refusal =
                 Synthetic::backend_fetch_failed(Reason::NoRoute, self.config.server.retry_after);
             return Started::Answered(self.synthetic(ctx, refusal));

@@ -82,8 +82,9 @@ impl Proxy {
             && client.method == Method::GET
             && self.owned_elsewhere(exchange, &client.headers);
         let peer = ctx.client;
+        let tls = ctx.tls;
         let backend_head = |parts: Parts, via_peer: bool| {
-            self.backend_head(parts, peer, exchange, stale, for_writer, via_peer)
+            self.backend_head(parts, peer, tls, exchange, stale, for_writer, via_peer)
         };
         let (backend_parts, revalidating) = backend_head(parts, via_peer);
         // Another copy of the head, only when a retry needs one.
@@ -147,17 +148,28 @@ impl Proxy {
     /// when revalidating (the second value says whether it became
     /// conditional), or stripped of the client's own conditions (and, for the
     /// waiting list's writer, its range) when filling the cache; marked for a
-    /// peer when `via_peer`.
+    /// peer when `via_peer`. `X-Forwarded-Proto` and `Forwarded` say how
+    /// the client (`tls`) reached us.
+    #[allow(clippy::too_many_arguments)]
     fn backend_head(
         &self,
         mut parts: Parts,
         client: SocketAddr,
+        tls: bool,
         exchange: &Exchange,
         stale: Option<&CachedObject>,
         for_writer: bool,
         via_peer: bool,
     ) -> (Parts, bool) {
         prepare_backend_request(&mut parts, client, exchange.host.as_deref());
+        let peer = client.ip().to_canonical();
+        let trusted = self
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer));
+        headers::set_forwarded_proto(&mut parts.headers, peer, tls, trusted);
         let revalidating = match (stale, exchange.mode) {
             (Some(stale), RequestMode::Lookup) => add_validators(&mut parts.headers, stale),
             (None, RequestMode::Lookup) if parts.method == Method::GET => {

@@ -1,6 +1,8 @@
 //! One client connection: HTTP/1.1 with keep-alive, or HTTP/2 cleartext
 //! with prior knowledge (told apart by the first bytes, [`sniff`]), the
-//! request-head limits hyper enforces itself, and the idle timeout.
+//! request-head limits hyper enforces itself, and the idle timeout. Over
+//! TLS (`tls.rs` does the handshake) the same code serves the decrypted
+//! stream, HTTP/2 when ALPN chose `h2`.
 //!
 //! hyper's `header_read_timeout` runs while a head is awaited, which on a
 //! keep-alive connection includes the idle time before the next request;
@@ -31,8 +33,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::AsyncRead;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
@@ -102,6 +103,12 @@ impl Settings {
     fn first_bytes_timeout(&self) -> Duration {
         self.timeout_idle.min(self.header_timeout)
     }
+
+    /// How long a TLS handshake may take: `header_timeout`, the bound on
+    /// everything a client sends before its first request.
+    pub(super) fn handshake_timeout(&self) -> Duration {
+        self.header_timeout
+    }
 }
 
 /// The protocol a client connection speaks, told by its first bytes.
@@ -120,7 +127,7 @@ enum Protocol {
 /// the whole head waiting here, hyper reads it at once into 8 KiB. That is
 /// 4 KiB of resident memory less per idle keep-alive connection, and one
 /// `recvfrom` and a replaying wrapper less per connection.
-async fn sniff(io: &mut ActivityIo) -> std::io::Result<Option<Protocol>> {
+async fn sniff<S: AsyncRead + Unpin>(io: &mut ActivityIo<S>) -> std::io::Result<Option<Protocol>> {
     loop {
         let seen = io.read_ahead.len().min(H2_PREFACE.len());
         if io.read_ahead[..seen] != H2_PREFACE[..seen] {
@@ -135,14 +142,27 @@ async fn sniff(io: &mut ActivityIo) -> std::io::Result<Option<Protocol>> {
     }
 }
 
-/// Serves one connection until the client leaves, it idles out, or shutdown.
-pub(super) async fn serve_connection(
-    stream: TcpStream,
+/// Serves one connection until the client leaves, it idles out, or
+/// shutdown; `tls`: the stream is a TLS listener's, decrypted. Generic over
+/// the stream so that the plain path stays the `TcpStream` code it was,
+/// with TLS a second instance of it.
+///
+/// Over TLS the protocol is still told by the first bytes, not taken from
+/// ALPN: what ALPN chose is what the client then sends (`h2` starts with the
+/// preface), and waiting for those bytes here keeps the bound and the
+/// shutdown watch that hyper's HTTP/2 handshake lacks (it would wait for a
+/// preface that never comes, holding the connection past `timeout_idle`
+/// and the drain).
+pub(super) async fn serve_connection<S>(
+    stream: S,
     client: SocketAddr,
     current: Current,
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
-) {
+    tls: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // TCP_NODELAY came from the listening socket (`server::listen`).
     let activity = Arc::new(Activity::new());
     let framing = Arc::new(Mutex::new(FramingWatch::new()));
@@ -169,7 +189,7 @@ pub(super) async fn serve_connection(
         // A hit is answered right here; what has to wait comes as a boxed
         // future (see `Proxy::handle`), so the future hyper keeps in its slot
         // per connection stays small.
-        let handled = proxy.handle(req, client, raw);
+        let handled = proxy.handle(req, client, tls, raw);
         async move {
             let response = match handled {
                 Handled::Ready(response) => response,
@@ -265,11 +285,13 @@ async fn watch_connection<C>(
 /// request is answered with the synthetic 503 and the connection closed. The
 /// whole exchange is bounded by `header_timeout` plus `send_timeout`, so
 /// refused connections cannot pile up.
-pub(super) async fn refuse_connection(
-    stream: TcpStream,
+pub(super) async fn refuse_connection<S>(
+    stream: S,
     proxy: Arc<crate::proxy::Proxy>,
     settings: &Settings,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut io = ActivityIo::new(
         stream,
         Arc::new(Activity::new()),
@@ -383,8 +405,8 @@ impl Drop for Waiting<'_> {
 /// The client socket: notes each read and write in [`Activity`], shows
 /// every byte read to the framing watch, and fails a write that has made no
 /// progress for `send_timeout`.
-struct ActivityIo {
-    inner: TokioIo<TcpStream>,
+struct ActivityIo<S> {
+    inner: TokioIo<S>,
     activity: Arc<Activity>,
     framing: Arc<Mutex<FramingWatch>>,
     send_timeout: Duration,
@@ -396,13 +418,13 @@ struct ActivityIo {
     read_ahead_at: usize,
 }
 
-impl ActivityIo {
+impl<S> ActivityIo<S> {
     fn new(
-        stream: TcpStream,
+        stream: S,
         activity: Arc<Activity>,
         framing: Arc<Mutex<FramingWatch>>,
         send_timeout: Duration,
-    ) -> ActivityIo {
+    ) -> ActivityIo<S> {
         ActivityIo {
             inner: TokioIo::new(stream),
             activity,
@@ -438,7 +460,7 @@ impl ActivityIo {
     }
 }
 
-impl ActivityIo {
+impl<S: AsyncRead + Unpin> ActivityIo<S> {
     /// Reads from the socket into `read_ahead` (for [`sniff`]); the number
     /// of bytes read, 0 at end of stream.
     fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -462,7 +484,7 @@ impl ActivityIo {
     }
 }
 
-impl Read for ActivityIo {
+impl<S: AsyncRead + Unpin> Read for ActivityIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -493,7 +515,7 @@ impl Read for ActivityIo {
     }
 }
 
-impl Write for ActivityIo {
+impl<S: AsyncWrite + Unpin> Write for ActivityIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

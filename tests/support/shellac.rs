@@ -28,7 +28,9 @@ impl Shellac {
     pub async fn start(toml: &str) -> Shellac {
         let mut config = shellac::Config::parse(Path::new("test.toml"), toml)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-        config.server.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+        config.server.listen = vec![shellac::config::Listen::plain(
+            "127.0.0.1:0".parse().expect("addr"),
+        )];
         let listeners = shellac::bind(&config).await.expect("bind shellac");
         let addr = shellac::local_addrs(&listeners)[0];
         let admin_listener = shellac::bind_admin(&config).await.expect("bind admin");

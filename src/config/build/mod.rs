@@ -20,6 +20,7 @@ mod rate_limit;
 mod retry;
 mod route;
 mod server;
+mod tls;
 
 use std::path::Path;
 
@@ -30,6 +31,16 @@ use crate::config::Config;
 /// Validates every section of `raw`, read from `path`; the first error wins.
 pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Config, ConfigError> {
     let server = server::build(path, &raw.server, loc)?;
+    let mut warnings = Vec::new();
+    let listen_span = raw.server.listen.as_ref().map(|l| l.span());
+    let tls = tls::build(
+        path,
+        &raw.tls,
+        &server.listen,
+        listen_span,
+        loc,
+        &mut warnings,
+    )?;
     let cache = cache::build(&raw.cache, loc)?;
     let backends = backend::build(&raw.defaults, &raw.backend, loc)?;
     let pools = pool::build(&raw.pool, &backends, loc)?;
@@ -54,5 +65,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
         log,
         rate_limits,
         cluster,
+        tls,
+        warnings,
     })
 }

@@ -2,7 +2,6 @@
 //! synthetic-page template is read here, at load time, so that `--check`
 //! refuses a file whose listener or template would only fail later.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use crate::config::check::{cidrs, int_in, positive_duration, positive_size, reso
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::RawServer;
-use crate::config::ServerConfig;
+use crate::config::{Listen, ServerConfig};
 
 /// `[server]`, read from the configuration file at `path`.
 pub(super) fn build(
@@ -78,34 +77,75 @@ pub(super) fn build(
     })
 }
 
-/// `listen`: one address string or an array of them, each resolved.
+/// `listen`: one address string, or an array whose entries are address
+/// strings (plain HTTP) or `{ address = "…", tls = true }` tables; each
+/// address resolved.
 fn listen(
     value: Option<&Spanned<toml::Value>>,
     loc: &Locator<'_>,
-) -> Result<Vec<SocketAddr>, ConfigError> {
-    let texts: Vec<String> = match value {
-        None => vec![defaults::LISTEN.to_string()],
+) -> Result<Vec<Listen>, ConfigError> {
+    let entries: Vec<(String, bool)> = match value {
+        None => vec![(defaults::LISTEN.to_string(), false)],
         Some(value) => {
-            let expected =
-                "expected an address string such as \"127.0.0.1:6081\" or an array of them";
+            let expected = "expected an address string such as \"127.0.0.1:6081\", or an array \
+                 of them and of tables such as { address = \"127.0.0.1:6443\", tls = true }";
+            let fail = |why: &str| {
+                loc.error_at_key(
+                    Some(value.span()),
+                    "server.listen",
+                    format!("{expected}{why}"),
+                )
+            };
             match value.get_ref() {
-                toml::Value::String(one) => vec![one.clone()],
-                toml::Value::Array(many) if !many.is_empty() => many
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| loc.error(span(value), expected))?,
-                _ => return Err(loc.error(span(value), expected)),
+                toml::Value::String(one) => vec![(one.clone(), false)],
+                toml::Value::Array(many) if !many.is_empty() => {
+                    let mut entries = Vec::with_capacity(many.len());
+                    for entry in many {
+                        entries.push(listen_entry(entry).map_err(|why| fail(&why))?);
+                    }
+                    entries
+                }
+                _ => return Err(fail("")),
             }
         }
     };
     let mut listen = Vec::new();
-    for text in &texts {
+    for (text, tls) in &entries {
         let addrs = resolve(text)
             .map_err(|m| loc.error_at_key(value.map(|v| v.span()), "server.listen", m))?;
-        listen.push(addrs[0]);
+        listen.push(Listen {
+            addr: addrs[0],
+            tls: *tls,
+        });
     }
     Ok(listen)
+}
+
+/// One entry of a `listen` array: the address and whether it is TLS, or
+/// what is wrong with it (appended to the key's message).
+fn listen_entry(entry: &toml::Value) -> Result<(String, bool), String> {
+    match entry {
+        toml::Value::String(address) => Ok((address.clone(), false)),
+        toml::Value::Table(table) => {
+            if let Some(unknown) = table.keys().find(|k| *k != "address" && *k != "tls") {
+                return Err(format!(
+                    "; unknown key `{unknown}` in a listener table (expected `address`, `tls`)"
+                ));
+            }
+            let address = match table.get("address") {
+                Some(toml::Value::String(address)) => address.clone(),
+                Some(_) => return Err(String::from("; `address` must be a string")),
+                None => return Err(String::from("; a listener table needs `address`")),
+            };
+            let tls = match table.get("tls") {
+                None => false,
+                Some(toml::Value::Boolean(tls)) => *tls,
+                Some(_) => return Err(String::from("; `tls` must be true or false")),
+            };
+            Ok((address, tls))
+        }
+        other => Err(format!(", found a {}", other.type_str())),
+    }
 }
 
 /// `synthetic_template`: the file's text, read now; a relative path is
