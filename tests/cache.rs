@@ -690,3 +690,29 @@ async fn a_trailing_dot_in_host_is_the_same_host() {
     );
     assert_eq!(origin.requests(), 3);
 }
+
+/// A cacheable response with an empty body (a `301` redirect, a `204`) is
+/// stored like any other: the second request is a HIT.
+#[tokio::test]
+async fn empty_cacheable_responses_are_stored() {
+    let origin = Origin::fixed(
+        Reply::ok("")
+            .status(301)
+            .header("location", "https://example.com/")
+            .header("cache-control", "max-age=60"),
+    )
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let first = get(shellac.addr, "/moved").await;
+    assert_eq!(first.status, 301);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let second = get(shellac.addr, "/moved").await;
+    assert_eq!(second.status, 301);
+    assert_eq!(
+        second.header("x-cache"),
+        Some("HIT"),
+        "{:?}",
+        second.header("cache-status")
+    );
+    assert_eq!(origin.requests(), 1);
+}

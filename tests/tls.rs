@@ -870,3 +870,43 @@ async fn a_tls_connection_over_max_connections_gets_the_503_over_tls() {
     drop(held);
     shellac.stop().await;
 }
+
+/// `PURGE` (and the invalidation after a `POST`) removes a URL under both
+/// schemes: the scheme is in the key only so that a redirect for one is
+/// never served on the other.
+#[tokio::test]
+async fn a_purge_removes_the_url_over_both_schemes() {
+    let origin = Origin::fixed(Reply::ok("page").header("cache-control", "max-age=300")).await;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_leaf(dir.path(), "site", &pki.leaf(&["site.test"]));
+    let file = dir.path().join("shellac.toml");
+    let extra = "[cache]\npurge_allow = [\"127.0.0.1\"]\n\
+                 [[tls.certificate]]\ncertificate = \"site.pem\"\nprivate_key = \"site.key\"\n";
+    std::fs::write(&file, config_text(origin.addr, extra)).expect("write");
+    let shellac = Running::start(&file).await;
+    let host = [("host", "site.test")];
+    send(shellac.plain, "GET", "/p", &host).await;
+    let tls = connect(
+        shellac.tls,
+        "site.test",
+        verifying_client(pki.ca_der(), &[]),
+    )
+    .await
+    .expect("handshake");
+    let mut sender = Sender::on(tls).await;
+    sender.get("site.test", "/p", &[]).await;
+    assert_eq!(origin.requests(), 2, "one object per scheme");
+    let purged = send(shellac.plain, "PURGE", "/p", &host).await;
+    assert_eq!(purged.status, 200);
+    let (_, secure) = sender.get("site.test", "/p", &[]).await;
+    assert_eq!(
+        secure.header("x-cache"),
+        Some("MISS"),
+        "purged over https too"
+    );
+    let plain = send(shellac.plain, "GET", "/p", &host).await;
+    assert_eq!(plain.header("x-cache"), Some("MISS"));
+    assert_eq!(origin.requests(), 4);
+    shellac.stop().await;
+}

@@ -60,6 +60,18 @@ impl CacheKey {
         CacheKey(Arc::from(text))
     }
 
+    /// The same URL under the other scheme (`http` ↔ `https`): an
+    /// invalidation of a URL applies to both, since the scheme is in the key
+    /// only so that one scheme's redirect is never served on the other.
+    pub fn other_scheme(&self) -> Option<CacheKey> {
+        let text: &str = &self.0;
+        if let Some(rest) = text.strip_prefix("http://") {
+            return Some(CacheKey(Arc::from(format!("https://{rest}"))));
+        }
+        text.strip_prefix("https://")
+            .map(|rest| CacheKey(Arc::from(format!("http://{rest}"))))
+    }
+
     /// The key as text, e.g. `http://example.com/a?b`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -88,5 +100,8 @@ mod tests {
         assert_ne!(a, CacheKey::new("http", "example.org", "/a?x=1"));
         assert_ne!(a, CacheKey::new("http", "example.com", "/a?x=2"));
         assert_ne!(a, CacheKey::new("https", "example.com", "/a?x=1"));
+        let tls = CacheKey::new("https", "example.com", "/a?x=1");
+        assert_eq!(a.other_scheme(), Some(tls.clone()));
+        assert_eq!(tls.other_scheme(), Some(a.clone()));
     }
 }

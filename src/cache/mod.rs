@@ -174,13 +174,28 @@ impl Cache {
         Some(object)
     }
 
-    /// Removes everything stored for `key` here, in L2 and on the other
-    /// nodes (PURGE; unsafe methods).
+    /// Removes everything stored for `key`'s URL here, in L2 and on the
+    /// other nodes (PURGE; unsafe methods), under both schemes: the scheme
+    /// is in the key only so that one scheme's redirect is never served on
+    /// the other, and a URL that changed changed for both. One fan-out
+    /// message; each node removes both schemes itself.
     pub fn purge(&self, key: &CacheKey) {
-        self.invalidate(key);
+        let other = key.other_scheme();
+        self.invalidate_url(key);
         if let Some(l2) = &self.l2 {
             l2.delete(key);
+            if let Some(other) = &other {
+                l2.delete(other);
+            }
             l2.publish_purge(key);
+        }
+    }
+
+    /// Removes `key`'s URL from this node under both schemes.
+    pub fn invalidate_url(&self, key: &CacheKey) {
+        self.invalidate(key);
+        if let Some(other) = key.other_scheme() {
+            self.invalidate(&other);
         }
     }
 

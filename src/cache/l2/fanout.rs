@@ -317,7 +317,7 @@ impl L2 {
         }
         match message.what {
             Invalidation::Purge { key } => {
-                cache.invalidate(&CacheKey::from_text(&key));
+                cache.invalidate_url(&CacheKey::from_text(&key));
                 tracing::debug!(key, from = message.node, "purge from another node");
             }
             Invalidation::Ban { at_ms, matcher } => {
