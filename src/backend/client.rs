@@ -336,7 +336,10 @@ impl<B: RequestBody> BackendClient<B> {
         } = conn;
         let started = Instant::now();
         let received_before = received.load(Ordering::Acquire);
-        let progress = Arc::new(Progress::new(started));
+        // A request without a body (GET, HEAD) has nothing to watch: its
+        // first-byte timer starts at once and a resend needs no copy; only
+        // a body gets the shared progress (one allocation fewer per GET).
+        let progress = (!req.body().is_end_stream()).then(|| Arc::new(Progress::new(started)));
         let idle = self.config.between_bytes_timeout;
         let req = req.map(|body| Outgoing::new(body, progress.clone(), idle, reused));
         let send = sender.try_send_request(req);
@@ -345,7 +348,7 @@ impl<B: RequestBody> BackendClient<B> {
             // body byte taken for first_byte_timeout, while the client had
             // some to give, is the backend not answering.
             let mut due = started + first_byte_timeout;
-            loop {
+            while let Some(progress) = &progress {
                 tokio::select! {
                     _ = progress.ended.notified() => break,
                     _ = tokio::time::sleep_until(due.into()) => {
@@ -381,7 +384,11 @@ impl<B: RequestBody> BackendClient<B> {
         };
         let response = match sent {
             Ok(response) => response,
-            Err(_) if progress.stalled.load(Ordering::Acquire) => {
+            Err(_)
+                if progress
+                    .as_ref()
+                    .is_some_and(|p| p.stalled.load(Ordering::Acquire)) =>
+            {
                 return Err(Retry::Failed(FetchError::RequestBodyTimeout {
                     backend: self.name.clone(),
                     timeout: idle,
@@ -403,7 +410,11 @@ impl<B: RequestBody> BackendClient<B> {
                                 backend: self.name.clone(),
                                 source: failed.into_error(),
                             },
-                            replay: progress.take_replay(),
+                            replay: match &progress {
+                                Some(progress) => progress.take_replay(),
+                                // No body: the head alone is the whole request.
+                                None => Some(Bytes::new()),
+                            },
                         }
                     }
                     _ => Retry::Failed(self.classify(failed.into_error())),
@@ -684,7 +695,8 @@ pub(super) struct Outgoing<B> {
     kept_len: usize,
     /// Dropped (so notifying) when the body has ended.
     end: Option<EndSignal>,
-    progress: Arc<Progress>,
+    /// None for a request without a body (nothing to watch).
+    progress: Option<Arc<Progress>>,
     idle: Duration,
     /// The idle timer, armed while the client's next bytes are awaited.
     stall: Option<Pin<Box<Sleep>>>,
@@ -692,12 +704,12 @@ pub(super) struct Outgoing<B> {
 }
 
 impl<B: RequestBody> Outgoing<B> {
-    fn new(inner: B, progress: Arc<Progress>, idle: Duration, keep: bool) -> Outgoing<B> {
+    fn new(inner: B, progress: Option<Arc<Progress>>, idle: Duration, keep: bool) -> Outgoing<B> {
         let mut outgoing = Outgoing {
             inner,
             kept: keep.then(Vec::new),
             kept_len: 0,
-            end: Some(EndSignal(progress.clone())),
+            end: progress.clone().map(EndSignal),
             progress,
             idle,
             stall: None,
@@ -713,8 +725,8 @@ impl<B: RequestBody> Outgoing<B> {
     /// The whole body has been handed to hyper: the first-byte timer
     /// starts, and a body kept to its end can be sent again.
     fn ended(&mut self) {
-        if let Some(pieces) = self.kept.take() {
-            self.progress.keep(pieces);
+        if let (Some(pieces), Some(progress)) = (self.kept.take(), &self.progress) {
+            progress.keep(pieces);
         }
         self.end = None;
     }
@@ -757,7 +769,9 @@ impl<B: RequestBody> http_body::Body for Outgoing<B> {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
-                this.progress.frame_sent();
+                if let Some(progress) = &this.progress {
+                    progress.frame_sent();
+                }
                 this.keep(&frame);
                 if this.inner.is_end_stream() {
                     this.ended();
@@ -776,7 +790,9 @@ impl<B: RequestBody> http_body::Body for Outgoing<B> {
             Poll::Pending => {
                 if !this.waiting {
                     this.waiting = true;
-                    this.progress.awaiting_client.store(true, Ordering::Release);
+                    if let Some(progress) = &this.progress {
+                        progress.awaiting_client.store(true, Ordering::Release);
+                    }
                     let due = tokio::time::Instant::now() + this.idle;
                     match &mut this.stall {
                         Some(stall) => stall.as_mut().reset(due),
@@ -789,7 +805,9 @@ impl<B: RequestBody> http_body::Body for Outgoing<B> {
                 if stall.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.progress.stalled.store(true, Ordering::Release);
+                if let Some(progress) = &this.progress {
+                    progress.stalled.store(true, Ordering::Release);
+                }
                 this.kept = None;
                 this.end = None;
                 Poll::Ready(Some(Err(Box::new(Stalled(this.idle)))))

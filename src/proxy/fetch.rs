@@ -263,19 +263,21 @@ impl<'a> Attempts<'a> {
             self.pool
                 .record_answer(&slot, self.path, status, after, first_here);
         }
-        self.reached.push(index);
+        // `index` is reached now; it joins the list only when a retry
+        // follows (most answers go straight out, and need no allocation).
         if !retry::may_retry(
             self.rules,
             &self.method,
             Failure::Status(status),
             ctx.retries,
         ) || !can_resend(&self.request, self.resendable)
-            || !another_usable(self.pool, &self.reached)
+            || !another_usable(self.pool, &self.reached, Some(index))
             || self.deadline.is_some_and(|d| d.passed())
             || !self.pool.budget().try_retry()
         {
             return Judged::Done(hold_slot(response, slot));
         }
+        self.reached.push(index);
         tracing::info!(xid = ctx.xid, backend = %backend, status = status.as_u16(), retry = ctx.retries + 1, "retrying after backend status, on another backend");
         // A newer answer replaces an older one.
         self.standing = Some(Standing::Answer(Box::new(response), slot));
@@ -314,7 +316,7 @@ impl<'a> Attempts<'a> {
         // it, so its retry does not draw on the budget.
         if !retry::may_retry(self.rules, &self.method, error.failure(), ctx.retries)
             || !can_resend(&self.request, self.resendable)
-            || (elsewhere && !another_usable(self.pool, &self.reached))
+            || (elsewhere && !another_usable(self.pool, &self.reached, None))
             || !(error.never_sent() || self.pool.budget().try_retry())
         {
             stand_error(&mut self.standing, error);
@@ -393,12 +395,13 @@ fn deadline_reached(backend: &backend::Backend<Body>, deadline: Deadline) -> Fet
     }
 }
 
-/// Whether a usable backend is left that this request has not reached.
-fn another_usable(pool: &Pool, reached: &[usize]) -> bool {
+/// Whether a usable backend is left that this request has not reached
+/// (those in `reached`, and `also`).
+fn another_usable(pool: &Pool, reached: &[usize], also: Option<usize>) -> bool {
     pool.members()
         .iter()
         .enumerate()
-        .any(|(i, backend)| !reached.contains(&i) && backend.is_usable())
+        .any(|(i, backend)| !reached.contains(&i) && also != Some(i) && backend.is_usable())
 }
 
 /// Whether there is a request to send again.
