@@ -181,23 +181,87 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-// === impl Budget ===
+// === impl Window ===
 
-const BUCKETS: usize = RETRY_BUDGET_WINDOW.as_secs() as usize;
+/// Two counts per second over the last `N` seconds, in one-second buckets
+/// of atomics (approximate under races, never locked): the retry budget
+/// counts first attempts and retries in one, a backend's passive health its
+/// answers and its `503` + `Retry-After` answers in another. Seconds are
+/// the caller's clock, starting at 1 (0 marks an unused bucket).
+pub struct Window<const N: usize> {
+    buckets: [Bucket; N],
+}
 
 #[derive(Default)]
 struct Bucket {
-    /// The second (since the budget's epoch, plus one) it counts; 0 = unused.
+    /// The second it counts; 0 = unused.
     second: AtomicU64,
-    requests: AtomicU64,
-    retries: AtomicU64,
+    counts: [AtomicU64; 2],
 }
+
+impl<const N: usize> Default for Window<N> {
+    fn default() -> Self {
+        Window {
+            buckets: std::array::from_fn(|_| Bucket::default()),
+        }
+    }
+}
+
+impl<const N: usize> Window<N> {
+    /// The bucket of `second`, emptied first if it held an older second.
+    fn bucket(&self, second: u64) -> &Bucket {
+        let bucket = &self.buckets[(second % N as u64) as usize];
+        let seen = bucket.second.load(Ordering::Acquire);
+        if seen != second
+            && bucket
+                .second
+                .compare_exchange(seen, second, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            for count in &bucket.counts {
+                count.store(0, Ordering::Release);
+            }
+        }
+        bucket
+    }
+
+    /// Adds `by` to count `which` (0 or 1) at `second`.
+    pub fn add(&self, second: u64, which: usize, by: u64) {
+        self.bucket(second).counts[which].fetch_add(by, Ordering::AcqRel);
+    }
+
+    /// Count `which` in the bucket of `second` alone.
+    pub fn in_second(&self, second: u64, which: usize) -> u64 {
+        self.bucket(second).counts[which].load(Ordering::Acquire)
+    }
+
+    /// Both counts over the `N` seconds ending at `second`.
+    pub fn totals(&self, second: u64) -> [u64; 2] {
+        let oldest = second.saturating_sub(N as u64 - 1);
+        let mut totals = [0u64; 2];
+        for b in &self.buckets {
+            let s = b.second.load(Ordering::Acquire);
+            if s != 0 && s >= oldest && s <= second {
+                for (total, count) in totals.iter_mut().zip(&b.counts) {
+                    *total += count.load(Ordering::Acquire);
+                }
+            }
+        }
+        totals
+    }
+}
+
+// === impl Budget ===
+
+const BUCKETS: usize = RETRY_BUDGET_WINDOW.as_secs() as usize;
+const REQUESTS: usize = 0;
+const RETRIES: usize = 1;
 
 /// The retry budget of one pool (see the module docs).
 pub struct Budget {
     percent: u64,
     epoch: Instant,
-    buckets: [Bucket; BUCKETS],
+    window: Window<BUCKETS>,
 }
 
 impl Budget {
@@ -206,7 +270,7 @@ impl Budget {
         Budget {
             percent: u64::from(percent),
             epoch: Instant::now(),
-            buckets: Default::default(),
+            window: Window::default(),
         }
     }
 
@@ -214,46 +278,20 @@ impl Budget {
         self.epoch.elapsed().as_secs() + 1
     }
 
-    /// The bucket of second `now`, emptied first if it held an older second.
-    fn bucket(&self, now: u64) -> &Bucket {
-        let bucket = &self.buckets[(now % BUCKETS as u64) as usize];
-        let seen = bucket.second.load(Ordering::Acquire);
-        if seen != now
-            && bucket
-                .second
-                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            bucket.requests.store(0, Ordering::Release);
-            bucket.retries.store(0, Ordering::Release);
-        }
-        bucket
-    }
-
     /// Counts a first attempt.
     pub fn record_request(&self) {
-        self.bucket(self.now())
-            .requests
-            .fetch_add(1, Ordering::AcqRel);
+        self.window.add(self.now(), REQUESTS, 1);
     }
 
     /// Takes one retry from the budget; false when it is spent.
     pub fn try_retry(&self) -> bool {
         let now = self.now();
-        let current = self.bucket(now);
-        let (mut requests, mut retries) = (0u64, 0u64);
-        for b in &self.buckets {
-            let second = b.second.load(Ordering::Acquire);
-            if second != 0 && second + (BUCKETS as u64) > now {
-                requests += b.requests.load(Ordering::Acquire);
-                retries += b.retries.load(Ordering::Acquire);
-            }
-        }
+        let this_second = self.window.in_second(now, RETRIES);
+        let [requests, retries] = self.window.totals(now);
         let within_percent = (retries + 1) * 100 <= requests * self.percent;
-        let within_floor =
-            current.retries.load(Ordering::Acquire) < u64::from(RETRY_MIN_PER_SECOND);
+        let within_floor = this_second < u64::from(RETRY_MIN_PER_SECOND);
         if within_percent || within_floor {
-            current.retries.fetch_add(1, Ordering::AcqRel);
+            self.window.add(now, RETRIES, 1);
             true
         } else {
             false

@@ -39,6 +39,7 @@ use std::time::Duration;
 use crate::config::defaults::{
     EJECTION_TIME_MAX, RETRY_AFTER_MIN_ANSWERS, RETRY_AFTER_WINDOW, UNREACHABLE_EJECTION,
 };
+use crate::retry::Window;
 
 /// One failure of a backend, as passive health counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,18 +228,11 @@ impl Outlier {
 // === impl AnswerWindow ===
 
 const BUCKETS: usize = RETRY_AFTER_WINDOW.as_secs() as usize;
-
-#[derive(Default)]
-struct Bucket {
-    /// The second (of the backend's clock, plus one) it counts; 0 = unused.
-    second: AtomicU64,
-    answers: AtomicU32,
-    retry_after: AtomicU32,
-}
+const ANSWERS: usize = 0;
+const SAID_RETRY_AFTER: usize = 1;
 
 /// A backend's answers over the last [`RETRY_AFTER_WINDOW`], and how many of
-/// them were `503` + `Retry-After`, in one-second buckets of atomics
-/// (approximate under races, never locked).
+/// them were `503` + `Retry-After` (a [`Window`] of one-second buckets).
 ///
 /// The rule: a `503` + `Retry-After` makes the backend back off only when
 /// the window holds at least [`RETRY_AFTER_MIN_ANSWERS`] answers and more
@@ -247,46 +241,21 @@ struct Bucket {
 /// does (its `Retry-After` is for that client, and goes to it as it is).
 #[derive(Default)]
 pub(super) struct AnswerWindow {
-    buckets: [Bucket; BUCKETS],
+    window: Window<BUCKETS>,
 }
 
 impl AnswerWindow {
-    /// The bucket of `second`, emptied first if it held an older second.
-    fn bucket(&self, second: u64) -> &Bucket {
-        let bucket = &self.buckets[(second % BUCKETS as u64) as usize];
-        let seen = bucket.second.load(Ordering::Acquire);
-        if seen != second
-            && bucket
-                .second
-                .compare_exchange(seen, second, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            bucket.answers.store(0, Ordering::Release);
-            bucket.retry_after.store(0, Ordering::Release);
-        }
-        bucket
-    }
-
     /// Counts one answer at `second` (`retry_after`: it was a `503` with
     /// `Retry-After`); true when the backend now says so for most of its
     /// recent traffic.
     pub(super) fn record(&self, second: u64, retry_after: bool) -> bool {
-        let bucket = self.bucket(second);
-        bucket.answers.fetch_add(1, Ordering::AcqRel);
+        self.window.add(second, ANSWERS, 1);
         if !retry_after {
             return false;
         }
-        bucket.retry_after.fetch_add(1, Ordering::AcqRel);
-        let oldest = second.saturating_sub(BUCKETS as u64 - 1);
-        let (mut answers, mut said) = (0u32, 0u32);
-        for b in &self.buckets {
-            let s = b.second.load(Ordering::Acquire);
-            if s >= oldest && s <= second && s != 0 {
-                answers += b.answers.load(Ordering::Acquire);
-                said += b.retry_after.load(Ordering::Acquire);
-            }
-        }
-        answers >= RETRY_AFTER_MIN_ANSWERS && said * 2 > answers
+        self.window.add(second, SAID_RETRY_AFTER, 1);
+        let [answers, said] = self.window.totals(second);
+        answers >= u64::from(RETRY_AFTER_MIN_ANSWERS) && said * 2 > answers
     }
 }
 
