@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -81,7 +83,10 @@ impl BackendTls {
     /// The handshake on a connected `stream`; the error says what failed,
     /// for [`FetchError::Tls`](super::FetchError::Tls) and the probe log.
     /// The caller bounds it (`connect_timeout`, the probe's `timeout`).
-    pub(super) async fn handshake(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    pub(super) async fn handshake(
+        &self,
+        stream: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
         self.connector
             .connect(self.name.clone(), stream)
             .await

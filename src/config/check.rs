@@ -143,7 +143,10 @@ pub(super) fn lookup<'a>(
 
 /// A TLS server name (`tls_server_name`): a DNS name or an IP address, as
 /// rustls takes it for SNI and verification.
-pub(super) fn server_name(value: &Spanned<String>, loc: &Locator<'_>) -> Result<String, ConfigError> {
+pub(super) fn server_name(
+    value: &Spanned<String>,
+    loc: &Locator<'_>,
+) -> Result<String, ConfigError> {
     let text = value.get_ref().trim();
     match rustls_pki_types::ServerName::try_from(text) {
         Ok(_) => Ok(text.to_string()),
