@@ -21,6 +21,9 @@ pub enum Reason {
     Connect,
     /// `connect_timeout` expired.
     ConnectTimeout,
+    /// The TLS handshake with an HTTPS backend failed: an untrusted chain,
+    /// a name mismatch, or the handshake itself.
+    Tls,
     /// `first_byte_timeout` expired.
     FirstByteTimeout,
     /// The response head broke `http_resp_hdr_len` or `http_resp_size`.
@@ -99,9 +102,10 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for documentation tables.
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 36] = [
         Reason::Connect,
         Reason::ConnectTimeout,
+        Reason::Tls,
         Reason::FirstByteTimeout,
         Reason::RespHdrTooLarge,
         Reason::InvalidResponse,
@@ -143,6 +147,7 @@ impl Reason {
         match self {
             Reason::Connect => "connect",
             Reason::ConnectTimeout => "connect_timeout",
+            Reason::Tls => "tls",
             Reason::FirstByteTimeout => "first_byte_timeout",
             Reason::RespHdrTooLarge => "resp_hdr_too_large",
             Reason::InvalidResponse => "invalid_response",

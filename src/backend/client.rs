@@ -3,7 +3,7 @@
 //!
 //! | limit | where |
 //! |---|---|
-//! | `connect_timeout` | around the TCP connect of a new connection |
+//! | `connect_timeout` | around the TCP connect of a new connection, and its TLS handshake when `tls = true` |
 //! | `first_byte_timeout` | from the last request body byte handed to the connection to the response head ([`BackendClient::send_returning`]) |
 //! | `[retry] deadline` | caps both of those by the time the request has left |
 //! | `http_resp_size` | hyper's `max_header_size` on the connection |
@@ -43,6 +43,17 @@
 //! to the list when its response body has been read to the end ([`Checkin`],
 //! carried by the body), without a task or a channel per request.
 //!
+//! **HTTPS backends** (`tls = true`, see `tls.rs`) use the same pool: a
+//! connection's stream is [`Io`], plain TCP or TLS over it, so a pooled
+//! TLS connection is reused exactly as a plain one (one `match` per read
+//! or write on the plain path, no box). **`host_header`** is applied here,
+//! right before the head goes out ([`BackendClient::send_via`]), rather
+//! than where the proxy builds the head (`proxy/upstream.rs`): the head is
+//! built before a backend is picked, and a retry may go to another backend
+//! with another `host_header`; at this point the backend is known, and
+//! every request to it passes here (fetches, background refreshes, the
+//! one resend). The cache key was computed earlier, from the client's Host.
+//!
 //! The client is generic over the body of the requests it sends
 //! ([`RequestBody`]), as hyper's own client is: the crate's `Body` wraps this
 //! module's response body, so naming `Body` here would tie `backend` and
@@ -68,6 +79,7 @@ use tokio::time::Sleep;
 
 use super::error::FetchError;
 use super::response::TimedBody;
+use super::tls::BackendTls;
 use crate::config::{BackendConfig, MIN_READ_BUFFER};
 use crate::retry::Deadline;
 
@@ -131,6 +143,8 @@ pub struct BackendClient<B> {
     config: BackendConfig,
     builder: http1::Builder,
     idle: IdleList<B>,
+    /// The TLS connector and server name, for a `tls = true` backend.
+    tls: Option<BackendTls>,
 }
 
 impl<B> BackendClient<B> {
@@ -142,6 +156,7 @@ impl<B> BackendClient<B> {
             .max_buf_size(config.http_resp_size.max(MIN_READ_BUFFER));
         BackendClient {
             name: Arc::from(config.name.as_str()),
+            tls: BackendTls::new(&config),
             config,
             builder,
             idle: Arc::new(Mutex::new(VecDeque::new())),
@@ -156,6 +171,11 @@ impl<B> BackendClient<B> {
     /// The settings this client runs with.
     pub fn config(&self) -> &BackendConfig {
         &self.config
+    }
+
+    /// The TLS side of an HTTPS backend (`tls = true`), for its probes.
+    pub(super) fn tls(&self) -> Option<&BackendTls> {
+        self.tls.as_ref()
     }
 
     /// How many idle connections are pooled (for tests and the admin view).
@@ -207,6 +227,9 @@ impl<B: RequestBody> BackendClient<B> {
         pooled: bool,
     ) -> Result<Response<B>, SendFailure<B>> {
         let mut req = req;
+        if let Some(host) = &self.config.host_header {
+            req.headers_mut().insert(http::header::HOST, host.clone());
+        }
         // A pooled connection may have been closed by the backend while idle;
         // hyper gives the request back when it was not sent, and then it goes
         // out once more on the next one, or a fresh connection.
@@ -273,9 +296,9 @@ impl<B: RequestBody> BackendClient<B> {
     }
 
     async fn connect(&self, deadline: Option<Deadline>) -> Result<Conn<B>, FetchError> {
+        // `connect_timeout` covers the TCP connect and the TLS handshake.
         let (timeout, cut) = capped(self.config.connect_timeout, deadline);
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.config.addr)).await
-        {
+        let stream = match tokio::time::timeout(timeout, self.open()).await {
             Err(_) => {
                 return Err(match cut {
                     Some(deadline) => self.deadline_reached(deadline),
@@ -285,16 +308,9 @@ impl<B: RequestBody> BackendClient<B> {
                     },
                 })
             }
-            Ok(Err(source)) => {
-                return Err(FetchError::Connect {
-                    backend: self.name.clone(),
-                    source,
-                })
-            }
+            Ok(Err(error)) => return Err(error),
             Ok(Ok(stream)) => stream,
         };
-        // Small requests and heads must not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
         let received = Arc::new(AtomicU64::new(0));
         let stream = Counted {
             stream,
@@ -315,6 +331,28 @@ impl<B: RequestBody> BackendClient<B> {
             }
         });
         Ok(Conn { sender, received })
+    }
+
+    /// A new connection's stream: TCP, then TLS for an HTTPS backend.
+    async fn open(&self) -> Result<Io, FetchError> {
+        let stream = TcpStream::connect(self.config.addr)
+            .await
+            .map_err(|source| FetchError::Connect {
+                backend: self.name.clone(),
+                source,
+            })?;
+        // Small requests and heads must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Io::Plain(stream)),
+            Some(tls) => match tls.handshake(stream).await {
+                Ok(stream) => Ok(Io::Tls(Box::new(stream))),
+                Err(detail) => Err(FetchError::Tls {
+                    backend: self.name.clone(),
+                    detail,
+                }),
+            },
+        }
     }
 
     /// Sends `req` on one connection. The first-byte timer starts when the
@@ -826,11 +864,20 @@ impl<B: RequestBody> http_body::Body for Outgoing<B> {
 
 // === impl Counted ===
 
-/// A backend TCP stream that counts the bytes it received, so that a
-/// failed request can tell "no answer at all" (the backend had closed the
-/// connection) from an answer that broke. One relaxed atomic add per read.
+/// A backend connection's stream: plain TCP, or TLS over it (`tls =
+/// true`). An enum rather than a boxed trait object, so the plain path
+/// costs one `match` per read or write and no allocation.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A backend stream that counts the bytes it received (after TLS, so the
+/// bytes of answers), so that a failed request can tell "no answer at
+/// all" (the backend had closed the connection) from an answer that
+/// broke. One relaxed atomic add per read.
 struct Counted {
-    stream: TcpStream,
+    stream: Io,
     received: Arc<AtomicU64>,
 }
 
@@ -842,7 +889,10 @@ impl AsyncRead for Counted {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let polled = match &mut this.stream {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        };
         let read = buf.filled().len() - before;
         if read > 0 {
             this.received.fetch_add(read as u64, Ordering::Relaxed);
@@ -857,7 +907,10 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        match &mut self.get_mut().stream {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -865,19 +918,31 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        match &mut self.get_mut().stream {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        match &mut self.get_mut().stream {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        match &mut self.get_mut().stream {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

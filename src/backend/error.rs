@@ -28,6 +28,17 @@ pub enum FetchError {
         /// The limit that fired.
         timeout: Duration,
     },
+    /// The TLS handshake with an HTTPS backend (`tls = true`) failed: the
+    /// chain is not trusted, the certificate is not for `tls_server_name`,
+    /// or the handshake itself broke. Like a failed connect, the request
+    /// never left.
+    #[error("backend {backend}: TLS {detail}")]
+    Tls {
+        /// The backend's name.
+        backend: Arc<str>,
+        /// What failed, e.g. "certificate name mismatch: expected api.example.com".
+        detail: String,
+    },
     /// No response head within `first_byte_timeout` of sending the request.
     #[error("backend {backend}: first_byte_timeout ({timeout:?}) expired")]
     FirstByteTimeout {
@@ -153,6 +164,7 @@ impl FetchError {
         match self {
             FetchError::Connect { .. } => Reason::Connect,
             FetchError::ConnectTimeout { .. } => Reason::ConnectTimeout,
+            FetchError::Tls { .. } => Reason::Tls,
             FetchError::FirstByteTimeout { .. } => Reason::FirstByteTimeout,
             FetchError::HeadTooLarge { .. } => Reason::RespHdrTooLarge,
             FetchError::Protocol { .. } | FetchError::PooledConnectionClosed { .. } => {
@@ -172,6 +184,7 @@ impl FetchError {
         match self {
             FetchError::Connect { .. }
             | FetchError::ConnectTimeout { .. }
+            | FetchError::Tls { .. }
             | FetchError::ClosedBeforeSend { .. } => FailureKind::Connect,
             FetchError::FirstByteTimeout { .. } => FailureKind::FirstByteTimeout,
             FetchError::Protocol { .. } | FetchError::PooledConnectionClosed { .. } => {
@@ -199,6 +212,7 @@ impl FetchError {
         match self {
             FetchError::Connect { backend, .. }
             | FetchError::ConnectTimeout { backend, .. }
+            | FetchError::Tls { backend, .. }
             | FetchError::FirstByteTimeout { backend, .. }
             | FetchError::HeadTooLarge { backend, .. }
             | FetchError::Protocol { backend, .. }
@@ -246,6 +260,7 @@ impl FetchError {
             self,
             FetchError::Connect { .. }
                 | FetchError::ConnectTimeout { .. }
+                | FetchError::Tls { .. }
                 | FetchError::ClosedBeforeSend { .. }
         )
     }

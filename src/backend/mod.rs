@@ -31,6 +31,7 @@ mod outlier;
 mod probe;
 mod queue;
 mod response;
+mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;

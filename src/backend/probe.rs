@@ -6,6 +6,10 @@
 //! sent at once). Every healthy↔sick change is logged. A good probe also
 //! ends a passive ejection at once (`outlier.rs`): the backend answers.
 //!
+//! An HTTPS backend (`tls = true`) is probed over TLS, with the same
+//! server name and roots as its traffic; the probe's `Host` is the
+//! backend's `host_header` when set (built into the request at load).
+//!
 //! The task holds only a `Weak` reference to its backend and ends when the
 //! backends are dropped (a new configuration, or shutdown).
 
@@ -13,9 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::tls::BackendTls;
 use super::{Backend, RequestBody};
 use crate::config::ProbeConfig;
 
@@ -131,6 +136,7 @@ async fn run<B: RequestBody>(weak: Weak<Backend<B>>) {
         let started = Instant::now();
         let result = probe_once(
             backend.config().addr,
+            backend.client.tls(),
             &config.request,
             config.timeout,
             config.expected_status,
@@ -173,17 +179,42 @@ async fn run<B: RequestBody>(weak: Weak<Backend<B>>) {
     }
 }
 
-/// Sends the probe request on a fresh connection and reads the status line.
+/// Sends the probe request on a fresh connection (TLS when `tls` is set)
+/// and reads the status line, all within `timeout`.
 async fn probe_once(
     addr: std::net::SocketAddr,
+    tls: Option<&BackendTls>,
     request: &str,
     timeout: Duration,
     expected: u16,
 ) -> Result<(), String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr)
+        let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        match tls {
+            None => exchange(stream, request, expected).await,
+            Some(tls) => {
+                let stream = tls
+                    .handshake(stream)
+                    .await
+                    .map_err(|e| format!("TLS {e}"))?;
+                exchange(stream, request, expected).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| format!("no answer within probe timeout {timeout:?}"))?
+}
+
+/// Writes the probe request on `stream` and checks the status it gets.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+    expected: u16,
+) -> Result<(), String> {
+    {
         stream
             .write_all(request.as_bytes())
             .await
@@ -206,10 +237,7 @@ async fn probe_once(
         } else {
             Err(format!("status {status}, expected {expected}"))
         }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| format!("no answer within probe timeout {timeout:?}"))?
+    }
 }
 
 /// The status of `HTTP/1.x NNN ...`.

@@ -140,3 +140,43 @@ pub(super) fn lookup<'a>(
             )
         })
 }
+
+/// A TLS server name (`tls_server_name`): a DNS name or an IP address, as
+/// rustls takes it for SNI and verification.
+pub(super) fn server_name(
+    value: &Spanned<String>,
+    loc: &Locator<'_>,
+) -> Result<String, ConfigError> {
+    let text = value.get_ref().trim();
+    match rustls_pki_types::ServerName::try_from(text) {
+        Ok(_) => Ok(text.to_string()),
+        Err(e) => Err(loc.error(
+            span(value),
+            format!(
+                "expected a TLS server name such as \"api.example.com\" or an IP address, \
+                 found \"{}\" ({e})",
+                value.get_ref()
+            ),
+        )),
+    }
+}
+
+/// A `Host` header value (`host_header`): not empty, no control characters.
+pub(super) fn host_header(
+    value: &Spanned<String>,
+    loc: &Locator<'_>,
+) -> Result<http::HeaderValue, ConfigError> {
+    let text = value.get_ref().trim();
+    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic());
+    match http::HeaderValue::from_str(text) {
+        Ok(header) if valid => Ok(header),
+        _ => Err(loc.error(
+            span(value),
+            format!(
+                "expected a host such as \"api.example.com\" or \"api.example.com:8443\", \
+                 found \"{}\"",
+                value.get_ref()
+            ),
+        )),
+    }
+}

@@ -85,6 +85,14 @@ pub const HTTP_RESP_HDR_LEN: u64 = 8 * 1024;
 /// `[defaults] http_resp_size` (Varnish, 32 KiB): the largest whole backend
 /// response head.
 pub const HTTP_RESP_SIZE: u64 = 32 * 1024;
+/// `[defaults] tls` (Varnish: none in open source; hitch or stunnel in
+/// front, Varnish Enterprise `.ssl`): false, backends speak plain HTTP.
+pub const BACKEND_TLS: bool = false;
+
+/// `[defaults] tls_verify`: true, a backend's certificate chain and name
+/// are verified; false accepts any certificate (warned at every load).
+pub const BACKEND_TLS_VERIFY: bool = true;
+
 /// `[defaults] backend_idle_timeout` (Varnish `backend_idle_timeout`, 60 s):
 /// an unused pooled backend connection is closed after this.
 pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

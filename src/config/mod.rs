@@ -367,8 +367,32 @@ pub struct BackendConfig {
     pub consecutive_failures: u32,
     /// The first ejection's length; it doubles on each repeat.
     pub ejection_time: Duration,
+    /// `tls`: connect with TLS (HTTPS backend). Default false.
+    pub tls: bool,
+    /// `tls_server_name`: the SNI sent and the name the certificate must
+    /// carry; `None` is the host part of `address`
+    /// ([`BackendConfig::tls_name`]).
+    pub tls_server_name: Option<String>,
+    /// `tls_ca`: trust these roots instead of the Mozilla root store.
+    pub tls_ca: Option<CaFile>,
+    /// `tls_verify`: false accepts any certificate (warned at every load).
+    /// Default true.
+    pub tls_verify: bool,
+    /// `host_header`: the `Host` sent to this backend (and its probes) in
+    /// place of the client's. Default: none (the client's `Host`).
+    pub host_header: Option<http::HeaderValue>,
     /// The active health probe, if any (none: always healthy).
     pub probe: Option<ProbeConfig>,
+}
+
+/// A `tls_ca` file, read and parsed at load time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFile {
+    /// The file, resolved against the configuration file's directory.
+    pub file: PathBuf,
+    /// Its certificates (at least one), the roots a backend's chain must
+    /// lead to.
+    pub certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl BackendConfig {
@@ -395,8 +419,26 @@ impl BackendConfig {
             queue_timeout: defaults::QUEUE_TIMEOUT,
             consecutive_failures: defaults::CONSECUTIVE_FAILURES,
             ejection_time: defaults::EJECTION_TIME,
+            tls: defaults::BACKEND_TLS,
+            tls_server_name: None,
+            tls_ca: None,
+            tls_verify: defaults::BACKEND_TLS_VERIFY,
+            host_header: None,
             probe: None,
         }
+    }
+
+    /// The TLS server name: `tls_server_name`, else the host part of
+    /// `address` (without the brackets of an IPv6 literal).
+    pub fn tls_name(&self) -> &str {
+        if let Some(name) = &self.tls_server_name {
+            return name;
+        }
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 }
 

@@ -22,7 +22,10 @@
 //!
 //! Each entry is `key: raw type => check;`, where the check is one of
 //! `positive_duration`, `duration` (zero allowed), `positive_size`,
-//! `int_in(range, what)` and `probe` (merged key by key, see `build/probe.rs`).
+//! `int_in(range, what)`, `flag` (a boolean), `server_name` (a TLS server
+//! name), `ca_file` (a PEM file of roots, read at load), `host_header` (a
+//! header value) and `probe` (merged key by key, see `build/probe.rs`; it
+//! comes after `host_header`, which its `Host` uses).
 //! A `[[route]]` overrides only `first_byte_timeout`, per request, so it has
 //! its own key rather than this list.
 
@@ -45,6 +48,11 @@ macro_rules! backend_settings {
             ejection_time: Spanned<ConfigDuration> => positive_duration;
             queue_length: Spanned<i64> => int_in(0..=1_000_000, "a queue length (0: no queue)");
             queue_timeout: Spanned<ConfigDuration> => positive_duration;
+            tls: Spanned<bool> => flag;
+            tls_server_name: Spanned<String> => server_name;
+            tls_ca: Spanned<String> => ca_file;
+            tls_verify: Spanned<bool> => flag;
+            host_header: Spanned<String> => host_header;
             probe: RawProbe => probe;
         }
     };

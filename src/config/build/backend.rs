@@ -7,9 +7,12 @@
 //! typo there never waits for the day a new backend relies on it.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 
-use super::probe;
-use crate::config::check::{int_in, positive_duration, positive_size, resolve, span};
+use super::{probe, tls};
+use crate::config::check::{
+    host_header, int_in, positive_duration, positive_size, resolve, server_name, span,
+};
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::{RawBackend, RawBackendSettings};
@@ -18,10 +21,14 @@ use crate::config::BackendConfig;
 
 /// Every `[[backend]]`, named (`backend<i>` when unnamed), resolved and with
 /// `[defaults]` applied; at least one is required.
+/// `path` is the configuration file (`tls_ca` is relative to its
+/// directory); a `tls_verify = false` backend adds a sentence to `warnings`.
 pub(super) fn build(
+    path: &Path,
     dflt: &RawBackendSettings,
     raw: &[RawBackend],
     loc: &Locator<'_>,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(loc.error_at_key(
@@ -32,17 +39,25 @@ pub(super) fn build(
     }
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.len());
     for (i, b) in raw.iter().enumerate() {
-        let backend = backend(i, b, dflt, &backends, loc)?;
+        let backend = backend(path, i, b, dflt, &backends, loc)?;
+        if backend.tls && !backend.tls_verify {
+            warnings.push(format!(
+                "backend {}: tls_verify = false: its certificate is not verified, \
+                 anyone on the path can pose as it",
+                backend.name
+            ));
+        }
         backends.push(backend);
     }
     let mut scratch = BackendConfig::with_defaults("defaults", (Ipv4Addr::LOCALHOST, 0).into());
     scratch.address = String::from("localhost");
-    merge(dflt, None, &mut scratch, loc)?;
+    merge(path, dflt, None, &mut scratch, loc)?;
     Ok(backends)
 }
 
 /// The `i`th `[[backend]]`; `earlier` are the ones before it (names are unique).
 fn backend(
+    path: &Path,
     i: usize,
     b: &RawBackend,
     dflt: &RawBackendSettings,
@@ -70,7 +85,20 @@ fn backend(
         .remove(0);
     let mut backend = BackendConfig::with_defaults(&name, addr);
     backend.address = address;
-    merge(dflt, Some(b), &mut backend, loc)?;
+    merge(path, dflt, Some(b), &mut backend, loc)?;
+    if backend.tls && backend.tls_server_name.is_none() {
+        // The default name, the host part of `address`, must be one too.
+        if let Err(m) = rustls_pki_types::ServerName::try_from(backend.tls_name()) {
+            return Err(loc.error(
+                span(&b.address),
+                format!(
+                    "tls = true: the host part of the address, \"{}\", is not a valid TLS \
+                     server name ({m}): set tls_server_name",
+                    backend.tls_name()
+                ),
+            ));
+        }
+    }
     backend.weight = int_in(
         b.weight.as_ref(),
         i64::from(defaults::WEIGHT),
@@ -85,21 +113,49 @@ fn backend(
 /// one) over what `$into.$key` holds already (the built-in default), checked
 /// as `settings.rs` says.
 macro_rules! merge_one {
-    (positive_duration, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+    (positive_duration, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
         $into.$key = positive_duration($own.or($dflt), $into.$key, $loc)?
     };
-    (duration, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+    (duration, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
         $into.$key = $own.or($dflt).map_or($into.$key, |d| d.0)
     };
-    (positive_size, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+    (positive_size, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
         $into.$key = positive_size($own.or($dflt), $into.$key as u64, $loc)?
     };
-    (int_in($range:expr, $what:expr), $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
+    (int_in($range:expr, $what:expr), $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
         $into.$key = int_in($own.or($dflt), $into.$key as i64, $range, $what, $loc)? as _
     };
-    // Key by key, and `url` or `request` as one choice: see `probe.rs`.
-    (probe, $into:ident.$key:ident, $dflt:expr, $own:expr, $loc:expr) => {
-        $into.$key = probe::build($dflt, $own, &$into.address, $loc)?
+    (flag, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
+        $into.$key = $own.or($dflt).map_or($into.$key, |v| *v.get_ref())
+    };
+    (server_name, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
+        if let Some(v) = $own.or($dflt) {
+            $into.$key = Some(server_name(v, $loc)?);
+        }
+    };
+    (ca_file, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
+        if let Some(v) = $own.or($dflt) {
+            $into.$key = Some(tls::ca_file($path, v, $loc)?);
+        }
+    };
+    (host_header, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
+        if let Some(v) = $own.or($dflt) {
+            $into.$key = Some(host_header(v, $loc)?);
+        }
+    };
+    // Key by key, and `url` or `request` as one choice: see `probe.rs`. Its
+    // `Host` is `host_header` when set (merged before it), else the address.
+    (probe, $into:ident.$key:ident, $dflt:expr, $own:expr, $path:expr, $loc:expr) => {
+        $into.$key = probe::build(
+            $dflt,
+            $own,
+            $into
+                .host_header
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(&$into.address),
+            $loc,
+        )?
     };
 }
 
@@ -110,6 +166,7 @@ macro_rules! merge_settings {
         /// (`own`; `None` checks `[defaults]` alone) into `into`, which holds
         /// the built-in defaults. The settings are checked in the list's order.
         fn merge(
+            path: &Path,
             dflt: &RawBackendSettings,
             own: Option<&RawBackend>,
             into: &mut BackendConfig,
@@ -120,6 +177,7 @@ macro_rules! merge_settings {
                 into.$key,
                 dflt.$key.as_ref(),
                 own.and_then(|o| o.$key.as_ref()),
+                path,
                 loc
             );)*
             Ok(())

@@ -42,7 +42,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
         &mut warnings,
     )?;
     let cache = cache::build(&raw.cache, loc)?;
-    let backends = backend::build(&raw.defaults, &raw.backend, loc)?;
+    let backends = backend::build(path, &raw.defaults, &raw.backend, loc, &mut warnings)?;
     let pools = pool::build(&raw.pool, &backends, loc)?;
     let routes = route::build(&raw.route, &raw.pool, &pools, loc)?;
     let retry = retry::build(&raw.retry, loc)?;

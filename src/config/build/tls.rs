@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::config::check::span;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::{RawCertificate, RawTls};
-use crate::config::{defaults, CertificateConfig, Listen, TlsConfig, TlsVersion};
+use crate::config::{defaults, CaFile, CertificateConfig, Listen, TlsConfig, TlsVersion};
 
 /// `[tls]`, read from the configuration file at `path`; `listen` says
 /// whether any listener needs a certificate. Sentences for
@@ -240,4 +240,46 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
         }
     }
     Ok((names, not_after))
+}
+
+/// A backend's `tls_ca`: a readable PEM file with at least one certificate
+/// that webpki accepts as a trust anchor.
+pub(super) fn ca_file(
+    config: &Path,
+    file: &Spanned<String>,
+    loc: &Locator<'_>,
+) -> Result<CaFile, ConfigError> {
+    let (full, pem) = read(config, file, loc)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            loc.error(
+                span(file),
+                format!("\"{}\" is not valid PEM: {e}", full.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(loc.error(
+            span(file),
+            format!(
+                "expected a PEM file with at least one CA certificate \
+                 (-----BEGIN CERTIFICATE-----), \"{}\" has none",
+                full.display()
+            ),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, ignored) = roots.add_parsable_certificates(certs.iter().cloned());
+    if ignored > 0 {
+        return Err(loc.error(
+            span(file),
+            format!(
+                "expected CA certificates, {ignored} of the {} in \"{}\" cannot be used \
+                 as a trust anchor",
+                certs.len(),
+                full.display()
+            ),
+        ));
+    }
+    Ok(CaFile { file: full, certs })
 }
