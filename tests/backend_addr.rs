@@ -149,6 +149,22 @@ async fn first_byte_timeout_against_a_slow_unix_origin_gives_the_synthetic_503()
     );
 }
 
+/// A socket path nobody listens on is a refused connect, as a closed TCP
+/// port is: the synthetic 503 with reason `connect`.
+#[tokio::test]
+async fn a_missing_unix_socket_is_a_connect_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndebug_headers = true\n\
+         [[backend]]\nname = \"app\"\naddress = \"unix:{}\"\n",
+        dir.path().join("nobody.sock").display()
+    );
+    let shellac = Shellac::start(&toml).await;
+    let got = get(shellac.addr, "/").await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.header("x-shellac-error"), Some("connect"));
+}
+
 // === re-resolution ===
 
 /// A backend named `localhost`, its answer moved by the test's resolver

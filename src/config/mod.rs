@@ -399,8 +399,11 @@ pub struct BackendConfig {
     pub probe: Option<ProbeConfig>,
 }
 
-/// Where a backend is (`address`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a backend is (`address`). Two are equal when they name the same
+/// place and their answers at load hold the same addresses in any order:
+/// a DNS server that rotates its answer must not make a reload see a
+/// changed backend (which would lose its pool and probe history).
+#[derive(Clone, Debug, Eq)]
 pub enum BackendAddr {
     /// `host:port`. `resolved` is the answer at load (never empty);
     /// `literal` says `host` is an IP address, never looked up again.
@@ -432,6 +435,39 @@ impl BackendAddr {
     /// Whether a background task should look the name up again.
     pub fn is_name(&self) -> bool {
         matches!(self, BackendAddr::Tcp { literal: false, .. })
+    }
+}
+
+impl PartialEq for BackendAddr {
+    fn eq(&self, other: &BackendAddr) -> bool {
+        match (self, other) {
+            (BackendAddr::Unix(a), BackendAddr::Unix(b)) => a == b,
+            (
+                BackendAddr::Tcp {
+                    host,
+                    port,
+                    resolved,
+                    literal,
+                },
+                BackendAddr::Tcp {
+                    host: other_host,
+                    port: other_port,
+                    resolved: other_resolved,
+                    literal: other_literal,
+                },
+            ) => {
+                let sorted = |addrs: &[SocketAddr]| {
+                    let mut addrs = addrs.to_vec();
+                    addrs.sort_unstable();
+                    addrs
+                };
+                host == other_host
+                    && port == other_port
+                    && literal == other_literal
+                    && sorted(resolved) == sorted(other_resolved)
+            }
+            _ => false,
+        }
     }
 }
 
