@@ -214,12 +214,18 @@ async fn a_host_name_backend_follows_its_new_address_without_reload() {
     assert!(moved, "new requests never went to the new address");
     let seen_b = b.requests();
     for i in 0..3 {
-        assert_eq!(get(shellac.addr, &format!("/b/again/{i}")).await.text(), "B");
+        assert_eq!(
+            get(shellac.addr, &format!("/b/again/{i}")).await.text(),
+            "B"
+        );
     }
     assert_eq!(b.requests(), seen_b + 3);
     let json = backend_json(admin, "app").await;
     assert_eq!(json["addresses"], serde_json::json!([b.addr.to_string()]));
-    assert_eq!(json["address"], format!("localhost:{}", a.addr.port()).as_str());
+    assert_eq!(
+        json["address"],
+        format!("localhost:{}", a.addr.port()).as_str()
+    );
     assert!(json["resolve_error"].is_null(), "{json}");
 
     resolver.fail();
@@ -231,7 +237,11 @@ async fn a_host_name_backend_follows_its_new_address_without_reload() {
     assert!(counted, "failed lookups were not counted");
     for i in 0..3 {
         let got = get(shellac.addr, &format!("/kept/{i}")).await;
-        assert_eq!(got.text(), "B", "a failed lookup keeps the last good answer");
+        assert_eq!(
+            got.text(),
+            "B",
+            "a failed lookup keeps the last good answer"
+        );
     }
     let json = backend_json(admin, "app").await;
     assert_eq!(json["addresses"], serde_json::json!([b.addr.to_string()]));
@@ -260,7 +270,10 @@ async fn literal_addresses_and_a_zero_interval_are_never_looked_up_again() {
     );
     let mut config = parse(&toml);
     assert_eq!(config.backends[1].resolve_interval, Duration::ZERO);
-    assert_eq!(config.backends[0].resolve_interval, Duration::from_millis(50));
+    assert_eq!(
+        config.backends[0].resolve_interval,
+        Duration::from_millis(50)
+    );
     let resolver = Arc::new(TestResolver::default());
     resolver.answer(&[origin.addr]);
     for backend in &mut config.backends {
@@ -351,7 +364,10 @@ async fn a_probe_of_a_proxy_protocol_backend_sends_local() {
         proxy_config(&origin, 2)
     );
     let _shellac = Shellac::start(&toml).await;
-    let probed = eventually(Duration::from_secs(5), || async { !origin.conns().is_empty() }).await;
+    let probed = eventually(Duration::from_secs(5), || async {
+        !origin.conns().is_empty()
+    })
+    .await;
     assert!(probed, "no probe came");
     let header = origin.conns()[0].header.clone();
     assert_eq!(header.len(), 16, "{header:?}");

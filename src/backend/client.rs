@@ -391,7 +391,9 @@ impl<B: RequestBody> BackendClient<B> {
             source,
         };
         let stream = match &self.config.addr {
-            BackendAddr::Unix(path) => Io::Unix(UnixStream::connect(path).await.map_err(connect_error)?),
+            BackendAddr::Unix(path) => {
+                Io::Unix(UnixStream::connect(path).await.map_err(connect_error)?)
+            }
             BackendAddr::Tcp { .. } => {
                 let addr = self.addresses.pick().ok_or_else(|| {
                     connect_error(std::io::Error::new(
@@ -412,7 +414,9 @@ impl<B: RequestBody> BackendClient<B> {
                 _ => None,
             };
             let header = match purpose {
-                Dial::Request(ends) => proxy_protocol::header(self.config.proxy_protocol, ends, local),
+                Dial::Request(ends) => {
+                    proxy_protocol::header(self.config.proxy_protocol, ends, local)
+                }
                 Dial::Probe => proxy_protocol::local(self.config.proxy_protocol),
             };
             tokio::io::AsyncWriteExt::write_all(&mut stream, &header)

@@ -29,11 +29,7 @@ pub struct ClientEnds {
 /// The header for a request's connection: `ends` as far as known, with
 /// `local` (Shellac's address on the backend connection) standing in for
 /// an unknown destination.
-pub(super) fn header(
-    version: u8,
-    ends: Option<&ClientEnds>,
-    local: Option<SocketAddr>,
-) -> Vec<u8> {
+pub(super) fn header(version: u8, ends: Option<&ClientEnds>, local: Option<SocketAddr>) -> Vec<u8> {
     let client = ends.and_then(|e| e.client);
     let server = ends.and_then(|e| e.server).or(local);
     let (Some(source), Some(destination)) = (client, server) else {

@@ -105,9 +105,7 @@ impl Addresses {
                     self.current.store(Arc::new(addrs));
                 }
                 *last_error = None;
-                self.failing
-                    .swap(false, Ordering::AcqRel)
-                    .then_some(false)
+                self.failing.swap(false, Ordering::AcqRel).then_some(false)
             }
             Err(error) => {
                 *last_error = Some(error);

@@ -141,7 +141,10 @@ fn backend_addr(text: &str) -> Result<BackendAddr, String> {
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
         .ok_or_else(|| format!("expected host:port, found \"{text}\""))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let literal = host.parse::<IpAddr>().is_ok();
     Ok(BackendAddr::Tcp {
         host,
