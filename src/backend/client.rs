@@ -390,7 +390,7 @@ impl<B: RequestBody> BackendClient<B> {
             backend: self.name.clone(),
             source,
         };
-        let stream = match &self.config.addr {
+        let mut stream = match &self.config.addr {
             BackendAddr::Unix(path) => {
                 Io::Unix(UnixStream::connect(path).await.map_err(connect_error)?)
             }
@@ -407,7 +407,6 @@ impl<B: RequestBody> BackendClient<B> {
                 Io::Plain(stream)
             }
         };
-        let mut stream = stream;
         if self.config.proxy_protocol != 0 {
             let local = match &stream {
                 Io::Plain(tcp) => tcp.local_addr().ok(),

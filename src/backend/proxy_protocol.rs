@@ -28,13 +28,20 @@ pub struct ClientEnds {
 
 /// The header for a request's connection: `ends` as far as known, with
 /// `local` (Shellac's address on the backend connection) standing in for
-/// an unknown destination.
+/// an unknown destination, and the unspecified address (`0.0.0.0:0`) when
+/// there is none either (a Unix socket backend): the client's address is
+/// what the backend wants from the header.
 pub(super) fn header(version: u8, ends: Option<&ClientEnds>, local: Option<SocketAddr>) -> Vec<u8> {
-    let client = ends.and_then(|e| e.client);
-    let server = ends.and_then(|e| e.server).or(local);
-    let (Some(source), Some(destination)) = (client, server) else {
+    let Some(source) = ends.and_then(|e| e.client) else {
         return self::local(version);
     };
+    let destination = ends
+        .and_then(|e| e.server)
+        .or(local)
+        .unwrap_or_else(|| match source {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+        });
     let (source, destination) = same_family(source, destination);
     match version {
         1 => v1::Addresses::from((source, destination))
@@ -111,6 +118,12 @@ mod tests {
         let text = String::from_utf8(header(1, Some(&mixed), None)).expect("text");
         assert_eq!(text, "PROXY TCP6 ::ffff:192.0.2.7 ::1 5555 80\r\n");
         assert_eq!(header(1, None, local), b"PROXY UNKNOWN\r\n");
+        // A Unix socket backend: no address of Shellac's on that connection.
+        let e = ends("192.0.2.7:5555", "-");
+        assert_eq!(
+            header(1, Some(&e), None),
+            b"PROXY TCP4 192.0.2.7 0.0.0.0 5555 0\r\n"
+        );
     }
 
     #[test]
