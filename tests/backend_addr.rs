@@ -257,6 +257,38 @@ async fn a_host_name_backend_follows_its_new_address_without_reload() {
     assert!(resolver.lookups() >= 4);
 }
 
+/// An answer of two addresses, one refusing (as `localhost` answers `::1`
+/// where an app listens on 127.0.0.1 only): new connections take them in
+/// turn, and the refusing one is passed over, so every request is served.
+#[tokio::test]
+async fn a_refusing_address_of_the_answer_is_passed_over() {
+    let a = Origin::fixed(Reply::ok("A").header("cache-control", "no-store")).await;
+    let dead = Origin::refusing().await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{ADMIN}\n\
+         [[backend]]\nname = \"app\"\naddress = \"localhost:{}\"\n\
+         resolve_interval = \"100ms\"\nbackend_idle_timeout = \"0s\"\n",
+        a.addr.port()
+    );
+    let mut config = parse(&toml);
+    let resolver = Arc::new(TestResolver::default());
+    resolver.answer(&[dead, a.addr]);
+    config.backends[0].resolver = shellac::config::Resolver::custom(resolver.clone());
+    let shellac = InProcess::start(config).await;
+    let admin = shellac.admin.expect("admin listener");
+    let both = serde_json::json!([dead.to_string(), a.addr.to_string()]);
+    let settled = eventually(Duration::from_secs(5), || async {
+        backend_json(admin, "app").await["addresses"] == both
+    })
+    .await;
+    assert!(settled, "the resolver's answer was never taken");
+    for i in 0..6 {
+        let got = get(shellac.addr, &format!("/{i}")).await;
+        assert_eq!(got.status, 200, "request {i}");
+        assert_eq!(got.text(), "A");
+    }
+}
+
 /// `resolve_interval = "0s"` and literal addresses: no lookup after load.
 #[tokio::test]
 async fn literal_addresses_and_a_zero_interval_are_never_looked_up_again() {

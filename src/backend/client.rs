@@ -395,13 +395,21 @@ impl<B: RequestBody> BackendClient<B> {
                 Io::Unix(UnixStream::connect(path).await.map_err(connect_error)?)
             }
             BackendAddr::Tcp { .. } => {
-                let addr = self.addresses.pick().ok_or_else(|| {
-                    connect_error(std::io::Error::new(
-                        std::io::ErrorKind::AddrNotAvailable,
-                        "no address to connect to",
-                    ))
-                })?;
-                let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+                let mut failed = std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    "no address to connect to",
+                );
+                let mut connected = None;
+                for addr in self.addresses.candidates() {
+                    match TcpStream::connect(addr).await {
+                        Ok(stream) => {
+                            connected = Some(stream);
+                            break;
+                        }
+                        Err(error) => failed = error,
+                    }
+                }
+                let stream = connected.ok_or_else(|| connect_error(failed))?;
                 // Small requests and heads must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
                 Io::Plain(stream)

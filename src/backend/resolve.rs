@@ -4,7 +4,8 @@
 //! The name is resolved once at load (`config/build/backend.rs`: a name
 //! that does not resolve is an error there, with its file and line); after
 //! that one tokio task per such backend asks the resolver again. New
-//! connections take the latest answer's addresses in turn (round robin);
+//! connections take the latest answer's addresses in turn (round robin;
+//! one that refuses is passed over for the next within the same connect);
 //! connections already open, pooled ones included, stay where they are
 //! until they close: a moved backend is followed as its old connections
 //! age out (`backend_idle_timeout`, the backend's own `Keep-Alive`).
@@ -59,15 +60,26 @@ impl Addresses {
         }
     }
 
-    /// The address for the next new connection: the answer's addresses in
-    /// turn. `None` only for a Unix socket.
-    pub(super) fn pick(&self) -> Option<SocketAddr> {
-        let current = self.current.load();
-        if current.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % current.len();
-        Some(current[i])
+    /// The addresses for the next new connection, in the order to try
+    /// them: the answer rotated by one more each time, so new connections
+    /// take its addresses in turn, and one that refuses is passed over for
+    /// the next (as a connect to a name tries each address: `localhost`
+    /// answers `::1` too, where an app may not listen). Empty only for a
+    /// Unix socket.
+    pub(super) fn candidates(&self) -> impl Iterator<Item = SocketAddr> {
+        let current = self.current.load_full();
+        let start = match current.len() {
+            0 => 0,
+            n => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let n = current.len();
+        (0..n).map(move |k| current[(start + k) % n])
+    }
+
+    /// The first of [`Addresses::candidates`].
+    #[cfg(test)]
+    fn pick(&self) -> Option<SocketAddr> {
+        self.candidates().next()
     }
 
     /// The addresses in use (for the admin view).
