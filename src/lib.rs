@@ -23,8 +23,10 @@
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store, the
 //!   waiting list; the Redis second tier and invalidation fan-out (`cache::l2`).
 //! - [`backend`]: pooled clients with their timeouts and limits (the response
-//!   body with its between-bytes timer); health probes, passive ejection,
-//!   queueing; pools and their directors.
+//!   body with its between-bytes timer) over TCP, TLS or Unix sockets;
+//!   host names looked up again (`backend::resolve`), PROXY headers to
+//!   backends; health probes, passive ejection, queueing; pools and their
+//!   directors.
 //! - [`synth`]: every response Shellac makes itself.
 //! - [`limits`]: request-head checks (400, 431, 501).
 //! - [`ratelimit`]: `[[rate_limit]]` quotas (429).

@@ -156,6 +156,7 @@ pub struct Metrics {
     backend_queue: Family<BackendLabel, Gauge>,
     backend_idle_connections: Family<BackendLabel, Gauge>,
     pool_panics: Family<PoolLabel, Counter>,
+    backend_resolve_errors: Family<BackendLabel, Counter>,
     cache_objects: Gauge,
     cache_bytes: Gauge,
     /// Objects evicted to stay within `capacity` (not expiries).
@@ -228,6 +229,7 @@ impl Metrics {
             backend_queue: Family::default(),
             backend_idle_connections: Family::default(),
             pool_panics: Family::default(),
+            backend_resolve_errors: Family::default(),
             cache_objects: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_evictions: Counter::default(),
@@ -285,6 +287,11 @@ impl Metrics {
             "shellac_backend_idle_connections",
             "Pooled keep-alive connections to each backend",
             metrics.backend_idle_connections.clone(),
+        );
+        registry.register(
+            "shellac_backend_resolve_errors",
+            "Failed or empty lookups of a backend's host name (the last good addresses were kept)",
+            metrics.backend_resolve_errors.clone(),
         );
         registry.register(
             "shellac_pool_panic",
@@ -405,6 +412,17 @@ impl Metrics {
         self.pool_panics
             .get_or_create(&PoolLabel {
                 pool: pool.to_string(),
+            })
+            .clone()
+    }
+
+    /// The counter of a backend's failed name lookups, for its
+    /// re-resolution task to bump (a reloaded backend of the same name
+    /// keeps counting).
+    pub fn backend_resolve_errors(&self, backend: &Arc<str>) -> Counter {
+        self.backend_resolve_errors
+            .get_or_create(&BackendLabel {
+                backend: backend.clone(),
             })
             .clone()
     }

@@ -292,6 +292,8 @@ impl Admin {
                 json!({
                     "name": b.name().as_ref(),
                     "address": b.client.config().address,
+                    "addresses": b.client.addresses_in_use(),
+                    "resolve_error": b.client.resolve_error(),
                     "healthy": b.is_usable(),
                     "probe_healthy": b.probe_healthy(),
                     "forced": b.forced().as_str(),

@@ -61,13 +61,25 @@ async function refresh() {
     text("synth503", s.synth_503);
     text("objects", s.cache_objects);
     text("state", s.draining ? "(draining)" : s.maintenance ? "(maintenance)" : "");
+    // The address as written, the addresses in use when they differ (a
+    // host name), and a failing lookup (the last good answer is kept).
+    const address = b => {
+      const inUse = (b.addresses || []).join(", ");
+      let cell = b.address;
+      if (inUse && inUse !== b.address) cell += ` <span class="probe">${inUse}</span>`;
+      if (b.resolve_error) {
+        const why = String(b.resolve_error).replace(/[<>&"]/g, "");
+        cell += ` <span title="${why}">(lookup failing)</span>`;
+      }
+      return cell;
+    };
     const rows = s.backends.map(b => {
       const tr = document.createElement("tr");
       tr.className = "backend";
       tr.dataset.name = b.name;
       const cells = [
         `<span class="dot ${b.healthy ? "healthy" : "sick"}" title="${b.healthy ? "healthy" : "sick"}"></span>`,
-        b.name, b.address, `<span class="probe">${b.probe ?? "no probe"}</span>`,
+        b.name, address(b), `<span class="probe">${b.probe ?? "no probe"}</span>`,
         b.in_flight, b.queued,
         b.forced !== "auto" ? "forced " + b.forced : b.ejected ? "ejected" : b.healthy ? "healthy" : "sick",
       ];

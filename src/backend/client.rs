@@ -43,8 +43,15 @@
 //! to the list when its response body has been read to the end ([`Checkin`],
 //! carried by the body), without a task or a channel per request.
 //!
-//! **HTTPS backends** (`tls = true`, see `tls.rs`) use the same pool: a
-//! connection's stream is [`Io`], plain TCP or TLS over it, so a pooled
+//! **HTTPS backends** (`tls = true`, see `tls.rs`) and **Unix socket
+//! backends** (`address = "unix:/path"`) use the same pool: a
+//! connection's stream is [`Io`], plain TCP, TLS over it, or a Unix
+//! socket, so every timeout, limit and pool rule above holds for each; a
+//! new connection is made in one place ([`BackendClient::dial`]: the next
+//! address of the latest answer of the backend's name, `resolve.rs`; the
+//! PROXY header, `proxy_protocol.rs`). A backend with `proxy_protocol`
+//! pools nothing: its header names one client, so each connection serves
+//! one request and is closed, as Varnish does. A pooled
 //! TLS connection is reused exactly as a plain one (one `match` per read
 //! or write on the plain path, no box). **`host_header`** is applied here,
 //! right before the head goes out ([`BackendClient::send_via`]), rather
@@ -73,14 +80,16 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::error::FetchError;
+use super::proxy_protocol::{self, ClientEnds};
+use super::resolve::Addresses;
 use super::response::TimedBody;
 use super::tls::BackendTls;
-use crate::config::{BackendConfig, MIN_READ_BUFFER};
+use crate::config::{BackendAddr, BackendConfig, MIN_READ_BUFFER};
 use crate::retry::Deadline;
 
 /// The body of the requests a backend client sends: what hyper needs of
@@ -145,6 +154,8 @@ pub struct BackendClient<B> {
     idle: IdleList<B>,
     /// The TLS connector and server name, for a `tls = true` backend.
     tls: Option<BackendTls>,
+    /// The addresses new connections go to (`resolve.rs`).
+    addresses: Addresses,
 }
 
 impl<B> BackendClient<B> {
@@ -157,6 +168,7 @@ impl<B> BackendClient<B> {
         BackendClient {
             name: Arc::from(config.name.as_str()),
             tls: BackendTls::new(&config),
+            addresses: Addresses::new(&config.addr),
             config,
             builder,
             idle: Arc::new(Mutex::new(VecDeque::new())),
@@ -173,9 +185,36 @@ impl<B> BackendClient<B> {
         &self.config
     }
 
-    /// The TLS side of an HTTPS backend (`tls = true`), for its probes.
-    pub(super) fn tls(&self) -> Option<&BackendTls> {
-        self.tls.as_ref()
+    /// The addresses new connections go to now, and the lookups' state.
+    pub(super) fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// Where new connections go now, as the admin view shows it:
+    /// `unix:/path`, or each address of the latest answer.
+    pub fn addresses_in_use(&self) -> Vec<String> {
+        match &self.config.addr {
+            BackendAddr::Unix(path) => vec![format!("unix:{}", path.display())],
+            BackendAddr::Tcp { .. } => self
+                .addresses
+                .current()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+
+    /// Why the last lookup of the backend's host name failed, while the
+    /// last good answer is kept; `None` when it worked.
+    pub fn resolve_error(&self) -> Option<String> {
+        self.addresses.last_error()
+    }
+
+    /// Whether connections may go back to the pool: not when each starts
+    /// with a PROXY header, which names one client (as Varnish, which
+    /// closes such connections after one use).
+    fn pools(&self) -> bool {
+        self.config.proxy_protocol == 0
     }
 
     /// How many idle connections are pooled (for tests and the admin view).
@@ -230,6 +269,8 @@ impl<B: RequestBody> BackendClient<B> {
         if let Some(host) = &self.config.host_header {
             req.headers_mut().insert(http::header::HOST, host.clone());
         }
+        let pooled = pooled && self.pools();
+        let ends = req.extensions().get::<ClientEnds>().copied();
         // A pooled connection may have been closed by the backend while idle;
         // hyper gives the request back when it was not sent, and then it goes
         // out once more on the next one, or a fresh connection.
@@ -246,7 +287,7 @@ impl<B: RequestBody> BackendClient<B> {
                 Err(Retry::Failed(error)) => return Err(SendFailure::sent(error, None)),
             }
         }
-        let conn = match self.connect(deadline).await {
+        let conn = match self.connect(deadline, ends.as_ref()).await {
             Ok(conn) => conn,
             Err(error) => {
                 return Err(SendFailure {
@@ -295,10 +336,15 @@ impl<B: RequestBody> BackendClient<B> {
         None
     }
 
-    async fn connect(&self, deadline: Option<Deadline>) -> Result<Conn<B>, FetchError> {
-        // `connect_timeout` covers the TCP connect and the TLS handshake.
+    async fn connect(
+        &self,
+        deadline: Option<Deadline>,
+        ends: Option<&ClientEnds>,
+    ) -> Result<Conn<B>, FetchError> {
+        // `connect_timeout` covers the connect, the PROXY header and the
+        // TLS handshake.
         let (timeout, cut) = capped(self.config.connect_timeout, deadline);
-        let stream = match tokio::time::timeout(timeout, self.open()).await {
+        let stream = match tokio::time::timeout(timeout, self.dial(Dial::Request(ends))).await {
             Err(_) => {
                 return Err(match cut {
                     Some(deadline) => self.deadline_reached(deadline),
@@ -333,25 +379,66 @@ impl<B: RequestBody> BackendClient<B> {
         Ok(Conn { sender, received })
     }
 
-    /// A new connection's stream: TCP, then TLS for an HTTPS backend.
-    async fn open(&self) -> Result<Io, FetchError> {
-        let stream = TcpStream::connect(self.config.addr)
-            .await
-            .map_err(|source| FetchError::Connect {
-                backend: self.name.clone(),
-                source,
-            })?;
-        // Small requests and heads must not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Io::Plain(stream)),
-            Some(tls) => match tls.handshake(stream).await {
+    /// A new connection's stream, ready for HTTP: a Unix socket, or TCP to
+    /// the next address of the backend's latest answer; then the PROXY
+    /// header when `proxy_protocol` is set (before TLS, as HAProxy sends
+    /// it); then TLS for an HTTPS backend. The requests' connections and
+    /// the probes' both come from here. The caller bounds it
+    /// (`connect_timeout`, the probe's `timeout`).
+    pub(super) async fn dial(&self, purpose: Dial<'_>) -> Result<Io, FetchError> {
+        let connect_error = |source| FetchError::Connect {
+            backend: self.name.clone(),
+            source,
+        };
+        let mut stream = match &self.config.addr {
+            BackendAddr::Unix(path) => {
+                Io::Unix(UnixStream::connect(path).await.map_err(connect_error)?)
+            }
+            BackendAddr::Tcp { .. } => {
+                let mut failed = std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    "no address to connect to",
+                );
+                let mut connected = None;
+                for addr in self.addresses.candidates() {
+                    match TcpStream::connect(addr).await {
+                        Ok(stream) => {
+                            connected = Some(stream);
+                            break;
+                        }
+                        Err(error) => failed = error,
+                    }
+                }
+                let stream = connected.ok_or_else(|| connect_error(failed))?;
+                // Small requests and heads must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                Io::Plain(stream)
+            }
+        };
+        if self.config.proxy_protocol != 0 {
+            let local = match &stream {
+                Io::Plain(tcp) => tcp.local_addr().ok(),
+                _ => None,
+            };
+            let header = match purpose {
+                Dial::Request(ends) => {
+                    proxy_protocol::header(self.config.proxy_protocol, ends, local)
+                }
+                Dial::Probe => proxy_protocol::local(self.config.proxy_protocol),
+            };
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &header)
+                .await
+                .map_err(connect_error)?;
+        }
+        match (&self.tls, stream) {
+            (Some(tls), Io::Plain(tcp)) => match tls.handshake(tcp).await {
                 Ok(stream) => Ok(Io::Tls(Box::new(stream))),
                 Err(detail) => Err(FetchError::Tls {
                     backend: self.name.clone(),
                     detail,
                 }),
             },
+            (_, stream) => Ok(stream),
         }
     }
 
@@ -460,7 +547,11 @@ impl<B: RequestBody> BackendClient<B> {
             }
         };
         self.check_head(&response).map_err(Retry::Failed)?;
-        let max_idle = reuse_limit(response.headers(), self.config.backend_idle_timeout);
+        let max_idle = if self.pools() {
+            reuse_limit(response.headers(), self.config.backend_idle_timeout)
+        } else {
+            Duration::ZERO
+        };
         let (parts, incoming) = response.into_parts();
         let checkin = Checkin {
             conn: Conn { sender, received },
@@ -864,12 +955,87 @@ impl<B: RequestBody> http_body::Body for Outgoing<B> {
 
 // === impl Counted ===
 
-/// A backend connection's stream: plain TCP, or TLS over it (`tls =
-/// true`). An enum rather than a boxed trait object, so the plain path
-/// costs one `match` per read or write and no allocation.
-enum Io {
+/// Why a connection is dialled: for requests (a PROXY header names their
+/// client, when known), or for a probe (a PROXY header names nobody: v1
+/// `UNKNOWN`, v2 `LOCAL`, which the receiver answers as its own health check).
+#[derive(Clone, Copy)]
+pub(super) enum Dial<'a> {
+    Request(Option<&'a ClientEnds>),
+    Probe,
+}
+
+/// A backend connection's stream: plain TCP, TLS over it (`tls =
+/// true`), or a Unix socket (`unix:/path`). An enum rather than a boxed
+/// trait object, so the plain path costs one `match` per read or write
+/// and no allocation.
+pub(super) enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+            Io::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+            Io::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+            Io::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+            Io::Unix(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+            Io::Unix(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+            Io::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A backend stream that counts the bytes it received (after TLS, so the
@@ -889,10 +1055,7 @@ impl AsyncRead for Counted {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = match &mut this.stream {
-            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        };
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if read > 0 {
             this.received.fetch_add(read as u64, Ordering::Relaxed);
@@ -907,10 +1070,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().stream {
-            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -918,31 +1078,19 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().stream {
-            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.stream {
-            Io::Plain(stream) => stream.is_write_vectored(),
-            Io::Tls(stream) => stream.is_write_vectored(),
-        }
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().stream {
-            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -29,7 +29,9 @@ pub mod director;
 mod error;
 mod outlier;
 mod probe;
+mod proxy_protocol;
 mod queue;
+mod resolve;
 mod response;
 mod tls;
 
@@ -43,6 +45,7 @@ use prometheus_client::metrics::counter::Counter;
 pub use client::{BackendClient, RequestBody, SendFailure};
 pub use error::{BodyError, FetchError};
 pub use outlier::PathKey;
+pub use proxy_protocol::ClientEnds;
 pub use response::TimedBody;
 
 use crate::config::{defaults, BackendConfig, Config, PoolConfig};
@@ -672,7 +675,7 @@ impl<B> Pool<B> {
 }
 
 /// Every backend and pool of one configuration. Dropping it ends the probe
-/// tasks (they hold only weak references).
+/// and re-resolution tasks (they hold only weak references).
 pub struct Backends<B> {
     /// In configuration order.
     pub backends: Vec<Arc<Backend<B>>>,
@@ -738,6 +741,9 @@ impl<B: RequestBody> Backends<B> {
                 previous.is_some_and(|p| p.backends.iter().any(|b| Arc::ptr_eq(b, backend)));
             if backend.health.is_some() && !taken_over {
                 probe::spawn(Arc::downgrade(backend));
+            }
+            if !taken_over {
+                resolve::spawn(backend, metrics);
             }
         }
         let pools = config

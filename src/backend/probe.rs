@@ -6,9 +6,14 @@
 //! sent at once). Every healthy↔sick change is logged. A good probe also
 //! ends a passive ejection at once (`outlier.rs`): the backend answers.
 //!
-//! An HTTPS backend (`tls = true`) is probed over TLS, with the same
-//! server name and roots as its traffic; the probe's `Host` is the
-//! backend's `host_header` when set (built into the request at load).
+//! A probe connects as the backend's traffic does (`client.rs`'s `dial`):
+//! over its Unix socket, to the latest answer of its host name, over TLS
+//! with the same server name and roots for an HTTPS backend; with
+//! `proxy_protocol`, its PROXY header names nobody (v1 `UNKNOWN`, v2
+//! `LOCAL`: the receiver's own health check, as HAProxy's `check-send-proxy`
+//! sends). The probe's `Host` is the backend's `host_header` when set
+//! (built into the request at load), else the address, `localhost` for a
+//! Unix socket.
 //!
 //! The task holds only a `Weak` reference to its backend and ends when the
 //! backends are dropped (a new configuration, or shutdown).
@@ -18,10 +23,9 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::tls::BackendTls;
-use super::{Backend, RequestBody};
+use super::client::Dial;
+use super::{Backend, BackendClient, FetchError, RequestBody};
 use crate::config::ProbeConfig;
 
 /// The probe verdict of one backend. Only its probe task writes it.
@@ -135,8 +139,7 @@ async fn run<B: RequestBody>(weak: Weak<Backend<B>>) {
         let config = &health.config;
         let started = Instant::now();
         let result = probe_once(
-            backend.config().addr,
-            backend.client.tls(),
+            &backend.client,
             &config.request,
             config.timeout,
             config.expected_status,
@@ -179,29 +182,22 @@ async fn run<B: RequestBody>(weak: Weak<Backend<B>>) {
     }
 }
 
-/// Sends the probe request on a fresh connection (TLS when `tls` is set)
-/// and reads the status line, all within `timeout`.
-async fn probe_once(
-    addr: std::net::SocketAddr,
-    tls: Option<&BackendTls>,
+/// Sends the probe request on a fresh connection, made as the requests'
+/// are (TCP or Unix socket, the PROXY header, TLS: see
+/// [`BackendClient::dial`]), and reads the status line, all within `timeout`.
+async fn probe_once<B: RequestBody>(
+    client: &BackendClient<B>,
     request: &str,
     timeout: Duration,
     expected: u16,
 ) -> Result<(), String> {
     let attempt = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        match tls {
-            None => exchange(stream, request, expected).await,
-            Some(tls) => {
-                let stream = tls
-                    .handshake(stream)
-                    .await
-                    .map_err(|e| format!("TLS {e}"))?;
-                exchange(stream, request, expected).await
-            }
-        }
+        let stream = client.dial(Dial::Probe).await.map_err(|e| match e {
+            FetchError::Tls { detail, .. } => format!("TLS {detail}"),
+            FetchError::Connect { source, .. } => format!("connect: {source}"),
+            other => other.to_string(),
+        })?;
+        exchange(stream, request, expected).await
     };
     tokio::time::timeout(timeout, attempt)
         .await

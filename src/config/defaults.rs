@@ -93,6 +93,12 @@ pub const BACKEND_TLS: bool = false;
 /// are verified; false accepts any certificate (warned at every load).
 pub const BACKEND_TLS_VERIFY: bool = true;
 
+/// `[defaults] resolve_interval` (Varnish: none, it resolves at VCL load
+/// only; nginx `resolver ... valid=30s`): a backend's host name is looked up
+/// again this often, so a container or instance that moved is followed
+/// without a reload.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// `[defaults] backend_idle_timeout` (Varnish `backend_idle_timeout`, 60 s):
 /// an unused pooled backend connection is closed after this.
 pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -28,8 +28,10 @@ mod file;
 mod settings;
 pub mod units;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -339,10 +341,22 @@ pub struct RateLimitConfig {
 pub struct BackendConfig {
     /// Its name in logs and pools.
     pub name: String,
-    /// `host:port` as written.
+    /// `host:port` or `unix:/path`, as written (logs and the admin view
+    /// show it so).
     pub address: String,
-    /// The address it resolved to when the configuration was loaded.
-    pub addr: SocketAddr,
+    /// Where it is: a TCP address with the answer of its name at load, or
+    /// a Unix socket.
+    pub addr: BackendAddr,
+    /// `resolve_interval`: how often a host name in `address` is looked up
+    /// again; zero looks it up only at load. Literal IP addresses and Unix
+    /// sockets are never looked up again.
+    pub resolve_interval: Duration,
+    /// `proxy_protocol`: the PROXY protocol version (1 or 2) each new
+    /// connection starts with; 0 sends none.
+    pub proxy_protocol: u8,
+    /// How the host name is looked up again (the system's resolver; tests
+    /// put in their own).
+    pub resolver: Resolver,
     /// TCP connect must finish within this.
     pub connect_timeout: Duration,
     /// From the request sent to the response head received.
@@ -385,6 +399,132 @@ pub struct BackendConfig {
     pub probe: Option<ProbeConfig>,
 }
 
+/// Where a backend is (`address`). Two are equal when they name the same
+/// place and their answers at load hold the same addresses in any order:
+/// a DNS server that rotates its answer must not make a reload see a
+/// changed backend (which would lose its pool and probe history).
+#[derive(Clone, Debug, Eq)]
+pub enum BackendAddr {
+    /// `host:port`. `resolved` is the answer at load (never empty);
+    /// `literal` says `host` is an IP address, never looked up again.
+    Tcp {
+        /// The host part, without the brackets of an IPv6 literal.
+        host: String,
+        /// The port.
+        port: u16,
+        /// What `host` resolved to at load, in the resolver's order.
+        resolved: Vec<SocketAddr>,
+        /// `host` is an IP address.
+        literal: bool,
+    },
+    /// `unix:/path`: a Unix domain socket.
+    Unix(PathBuf),
+}
+
+impl BackendAddr {
+    /// A literal IP address and port (cluster peers, the `--demo` origin).
+    pub fn literal(addr: SocketAddr) -> BackendAddr {
+        BackendAddr::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            resolved: vec![addr],
+            literal: true,
+        }
+    }
+
+    /// Whether a background task should look the name up again.
+    pub fn is_name(&self) -> bool {
+        matches!(self, BackendAddr::Tcp { literal: false, .. })
+    }
+}
+
+impl PartialEq for BackendAddr {
+    fn eq(&self, other: &BackendAddr) -> bool {
+        match (self, other) {
+            (BackendAddr::Unix(a), BackendAddr::Unix(b)) => a == b,
+            (
+                BackendAddr::Tcp {
+                    host,
+                    port,
+                    resolved,
+                    literal,
+                },
+                BackendAddr::Tcp {
+                    host: other_host,
+                    port: other_port,
+                    resolved: other_resolved,
+                    literal: other_literal,
+                },
+            ) => {
+                let sorted = |addrs: &[SocketAddr]| {
+                    let mut addrs = addrs.to_vec();
+                    addrs.sort_unstable();
+                    addrs
+                };
+                host == other_host
+                    && port == other_port
+                    && literal == other_literal
+                    && sorted(resolved) == sorted(other_resolved)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Looks a backend's host name up: what [`Resolver`] calls. The answer
+/// carries ports, so a test resolver may also move a backend to another port.
+pub trait Resolve: Send + Sync {
+    /// The addresses `host` has now, each with `port`.
+    fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'static>>;
+}
+
+/// The resolver of a backend's re-resolution task: the system's
+/// (`tokio::net::lookup_host`, getaddrinfo on a blocking thread) unless a
+/// test put its own in. Two configurations compare equal when both use
+/// the system's or the very same custom one, so a reload takes over an
+/// unchanged backend.
+#[derive(Clone, Default)]
+pub struct Resolver(Option<Arc<dyn Resolve>>);
+
+impl Resolver {
+    /// A custom resolver (a test hook: it lets a test change a name's
+    /// answer while Shellac runs, without touching `/etc/hosts`).
+    #[doc(hidden)]
+    pub fn custom(resolve: Arc<dyn Resolve>) -> Resolver {
+        Resolver(Some(resolve))
+    }
+
+    /// The addresses `host` has now, each with `port`.
+    pub async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        match &self.0 {
+            Some(custom) => custom.lookup(host, port).await,
+            None => Ok(tokio::net::lookup_host((host, port)).await?.collect()),
+        }
+    }
+}
+
+impl PartialEq for Resolver {
+    fn eq(&self, other: &Resolver) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Resolver {}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "custom" } else { "system" })
+    }
+}
+
 /// A `tls_ca` file, read and parsed at load time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaFile {
@@ -406,7 +546,10 @@ impl BackendConfig {
         BackendConfig {
             name: name.to_string(),
             address: addr.to_string(),
-            addr,
+            addr: BackendAddr::literal(addr),
+            resolve_interval: defaults::RESOLVE_INTERVAL,
+            proxy_protocol: 0,
+            resolver: Resolver::default(),
             connect_timeout: defaults::CONNECT_TIMEOUT,
             first_byte_timeout: defaults::FIRST_BYTE_TIMEOUT,
             between_bytes_timeout: defaults::BETWEEN_BYTES_TIMEOUT,
@@ -620,7 +763,7 @@ impl Config {
         backend.probe = None;
         backend.name = name.to_string();
         backend.address = addr.to_string();
-        backend.addr = addr;
+        backend.addr = BackendAddr::literal(addr);
         self.backends = vec![backend];
         self.pools = vec![PoolConfig {
             name: defaults::POOL_NAME.to_string(),

@@ -53,6 +53,8 @@ macro_rules! backend_settings {
             tls_ca: Spanned<String> => ca_file;
             tls_verify: Spanned<bool> => flag;
             host_header: Spanned<String> => host_header;
+            resolve_interval: ConfigDuration => duration;
+            proxy_protocol: Spanned<i64> => int_in(1..=2, "a PROXY protocol version");
             probe: RawProbe => probe;
         }
     };

@@ -356,6 +356,11 @@ async fn send(
     again: &(dyn Fn() -> Parts + Sync),
     ctx: &RequestCtx,
 ) -> Result<Response<Body>, backend::SendFailure<Body>> {
+    let proxy_header = backend.client.config().proxy_protocol != 0;
+    let mut req = req;
+    if proxy_header {
+        req.extensions_mut().insert(client_ends(ctx));
+    }
     let mut sent = backend.client.send_returning(req, timeout, deadline).await;
     if let Err(failure) = &mut sent {
         if let Some(replay) = failure.replay.take() {
@@ -365,11 +370,25 @@ async fn send(
             } else {
                 Body::full(replay)
             };
-            let req = Request::from_parts(again(), body);
+            let mut req = Request::from_parts(again(), body);
+            if proxy_header {
+                req.extensions_mut().insert(client_ends(ctx));
+            }
             sent = backend.client.send_fresh(req, timeout, deadline).await;
         }
     }
     sent
+}
+
+/// The client's connection, for the PROXY header of a `proxy_protocol`
+/// backend (`backend/proxy_protocol.rs`): its source; the address it
+/// connected to is not known here, so the backend connection's own local
+/// address stands in for it.
+fn client_ends(ctx: &RequestCtx) -> backend::ClientEnds {
+    backend::ClientEnds {
+        client: Some(ctx.client),
+        server: None,
+    }
 }
 
 /// A failed attempt: its error stands, unless an answer does (a backend's

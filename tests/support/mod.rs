@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod addr;
 pub mod origin;
 pub mod redis;
 pub mod shellac;

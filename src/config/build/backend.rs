@@ -6,8 +6,8 @@
 //! else. `[defaults]` is checked even when every backend overrides it, so a
 //! typo there never waits for the day a new backend relies on it.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 
 use super::{probe, tls};
 use crate::config::check::{
@@ -17,7 +17,7 @@ use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::{RawBackend, RawBackendSettings};
 use crate::config::settings::backend_settings;
-use crate::config::BackendConfig;
+use crate::config::{BackendAddr, BackendConfig};
 
 /// Every `[[backend]]`, named (`backend<i>` when unnamed), resolved and with
 /// `[defaults]` applied; at least one is required.
@@ -80,12 +80,21 @@ fn backend(
         ));
     }
     let address = b.address.get_ref().clone();
-    let addr: SocketAddr = resolve(&address)
-        .map_err(|m| loc.error(span(&b.address), m))?
-        .remove(0);
-    let mut backend = BackendConfig::with_defaults(&name, addr);
+    let addr = backend_addr(&address).map_err(|m| loc.error(span(&b.address), m))?;
+    let mut backend = BackendConfig::with_defaults(&name, (Ipv4Addr::LOCALHOST, 0).into());
     backend.address = address;
+    backend.addr = addr;
     merge(path, dflt, Some(b), &mut backend, loc)?;
+    if backend.tls && matches!(backend.addr, BackendAddr::Unix(_)) {
+        // A local socket is as private as the file's permissions: TLS
+        // would add a handshake and no protection (nginx and Varnish offer
+        // none over a Unix socket either).
+        return Err(loc.error(
+            span(&b.address),
+            "expected a host:port address with tls = true: TLS over a unix: socket is not \
+             supported (set tls = false for this backend)",
+        ));
+    }
     if backend.tls && backend.tls_server_name.is_none() {
         // The default name, the host part of `address`, must be one too.
         if let Err(m) = rustls_pki_types::ServerName::try_from(backend.tls_name()) {
@@ -107,6 +116,51 @@ fn backend(
         loc,
     )? as u32;
     Ok(backend)
+}
+
+/// `unix:/path` or `host:port`, the latter resolved now (so `--check`
+/// catches a name that does not resolve); the message is for the caller
+/// to locate.
+fn backend_addr(text: &str) -> Result<BackendAddr, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(String::from(
+                "expected a socket path after \"unix:\", such as \"unix:/run/app/http.sock\", \
+                 found \"unix:\"",
+            ));
+        }
+        if !path.starts_with('/') {
+            return Err(format!(
+                "expected an absolute socket path after \"unix:\", found \"{text}\""
+            ));
+        }
+        return Ok(BackendAddr::Unix(PathBuf::from(path)));
+    }
+    let resolved = resolve(text)?;
+    let (host, port) = text
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("expected host:port, found \"{text}\""))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let literal = host.parse::<IpAddr>().is_ok();
+    Ok(BackendAddr::Tcp {
+        host,
+        port,
+        resolved,
+        literal,
+    })
+}
+
+/// The `Host` of a probe without `host_header`: the address as written,
+/// or `localhost` for a Unix socket (a path is no host name).
+fn probe_host(backend: &BackendConfig) -> &str {
+    match &backend.addr {
+        BackendAddr::Unix(_) => "localhost",
+        BackendAddr::Tcp { .. } => &backend.address,
+    }
 }
 
 /// One setting: `$own` (the backend's value) over `$dflt` (the `[defaults]`
@@ -153,7 +207,7 @@ macro_rules! merge_one {
                 .host_header
                 .as_ref()
                 .and_then(|h| h.to_str().ok())
-                .unwrap_or(&$into.address),
+                .unwrap_or(probe_host($into)),
             $loc,
         )?
     };
