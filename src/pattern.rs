@@ -23,7 +23,9 @@ impl Glob {
     /// `,`, a control character) or the wildcard `?`.
     pub fn new(text: &str) -> Result<Glob, String> {
         if text.is_empty() {
-            return Err("expected a name or a glob such as \"utm_*\", found an empty string".into());
+            return Err(
+                "expected a name or a glob such as \"utm_*\", found an empty string".into(),
+            );
         }
         if let Some(bad) = text
             .chars()

@@ -206,9 +206,10 @@ fn matches<B>(rule: &RuleConfig, req: &Request<B>) -> bool {
             .path_prefix
             .as_deref()
             .is_none_or(|prefix| path.starts_with(prefix))
-        && rule.host.as_ref().is_none_or(|pattern| {
-            request_host(req).is_some_and(|host| pattern.matches(host))
-        })
+        && rule
+            .host
+            .as_ref()
+            .is_none_or(|pattern| request_host(req).is_some_and(|host| pattern.matches(host)))
         && rule.path_regex.as_ref().is_none_or(|re| re.is_match(path))
 }
 
@@ -219,7 +220,9 @@ fn rewrite<B>(rule: &RuleConfig, req: &mut Request<B>) {
         req.headers_mut().remove(header::COOKIE);
     }
     if let Some(keep) = &rule.cookies_keep {
-        keep_cookies(req.headers_mut(), |name| keep.iter().any(|g| g.matches(name)));
+        keep_cookies(req.headers_mut(), |name| {
+            keep.iter().any(|g| g.matches(name))
+        });
     }
     if !rule.query_drop.is_empty() || rule.query_sort {
         rewrite_query(rule, req.uri_mut());

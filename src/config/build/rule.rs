@@ -191,8 +191,12 @@ fn header_edits(raw: &Spanned<RawHeaderEdits>, response: bool) -> Result<HeaderE
     };
     let mut edits = HeaderEdits::default();
     for (name, value) in raw.get_ref().set.iter().flatten() {
-        let parsed = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| (span(value), format!("expected a header name, found {name:?}")))?;
+        let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            (
+                span(value),
+                format!("expected a header name, found {name:?}"),
+            )
+        })?;
         if framing(&parsed, response) {
             return Err((span(value), refuse(&parsed, "set")));
         }
