@@ -119,6 +119,9 @@ impl Proxy {
     /// Runs every matching `[[rule]]` over `req` in the file's order: the
     /// rewritten request and what the later phases need, or the answer of
     /// the first matching `redirect` / `respond`.
+    // Returned at once, never stored (as `Handled`): boxing the answer
+    // would cost an allocation for nothing.
+    #[allow(clippy::result_large_err)]
     pub(super) fn request_rules<B>(
         &self,
         req: &mut Request<B>,
@@ -249,8 +252,9 @@ fn rewrite<B>(rule: &RuleConfig, req: &mut Request<B>) {
     }
 }
 
-/// Every cookie of the request (HTTP/2 crumbs included): `(name, value)`.
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+/// Every `name=value` piece of the request's cookies (HTTP/2 crumbs
+/// included), trimmed.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -258,25 +262,36 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .map(|(name, value)| (name.trim(), value.trim()))
 }
 
-/// Keeps the cookies whose name `keep` accepts, as one `Cookie` header in
-/// their order (`a=1; b=2`); none left, no header. Untouched (no
-/// allocation) when every cookie stays.
+/// A cookie piece's name: what comes before its `=` (all of it without one).
+fn cookie_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(name, _)| name).trim()
+}
+
+/// Every cookie of the request: `(name, value)`.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    cookie_pairs(headers).map(|pair| {
+        let value = pair.split_once('=').map_or("", |(_, value)| value);
+        (cookie_name(pair), value.trim())
+    })
+}
+
+/// Keeps the cookies whose name `keep` accepts, as they were sent, in one
+/// `Cookie` header in their order (`a=1; b=2`); none left, no header.
+/// Untouched (no allocation) when every cookie stays.
 fn keep_cookies(headers: &mut HeaderMap, keep: impl Fn(&str) -> bool) {
-    if !headers.contains_key(header::COOKIE) || cookies(headers).all(|(name, _)| keep(name)) {
+    if !headers.contains_key(header::COOKIE)
+        || cookie_pairs(headers).all(|pair| keep(cookie_name(pair)))
+    {
         return;
     }
     let mut kept = String::new();
-    for (name, value) in cookies(headers).filter(|(name, _)| keep(name)) {
+    for pair in cookie_pairs(headers).filter(|pair| keep(cookie_name(pair))) {
         if !kept.is_empty() {
             kept.push_str("; ");
         }
-        kept.push_str(name);
-        kept.push('=');
-        kept.push_str(value);
+        kept.push_str(pair);
     }
     headers.remove(header::COOKIE);
     if let (false, Ok(value)) = (kept.is_empty(), HeaderValue::from_str(&kept)) {
@@ -306,7 +321,7 @@ fn rewrite_query(rule: &RuleConfig, uri: &mut Uri) {
         })
     };
     let drops = query.split('&').any(|p| dropped(&p));
-    if !drops && !(rule.query_sort && unsorted()) {
+    if !(drops || rule.query_sort && unsorted()) {
         return;
     }
     let mut params: Vec<&str> = query.split('&').filter(|p| !dropped(p)).collect();
@@ -450,10 +465,16 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("sessionid=1; _ga=x; wp-settings-1=a"),
+            HeaderValue::from_static("sessionid=1; _ga=x;flag; wp-settings-1=a=b"),
         );
-        keep_cookies(&mut headers, |n| n == "sessionid" || n.starts_with("wp-"));
-        assert_eq!(headers[header::COOKIE], "sessionid=1; wp-settings-1=a");
+        headers.append(header::COOKIE, HeaderValue::from_static("wp-x=2"));
+        let keep = |n: &str| n == "sessionid" || n == "flag" || n.starts_with("wp-");
+        keep_cookies(&mut headers, keep);
+        assert_eq!(
+            headers[header::COOKIE],
+            "sessionid=1; flag; wp-settings-1=a=b; wp-x=2"
+        );
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         keep_cookies(&mut headers, |_| false);
         assert!(!headers.contains_key(header::COOKIE));
     }
