@@ -561,6 +561,52 @@ ttl = "1h"
 }
 
 #[tokio::test]
+async fn keep_holds_a_stale_object_for_revalidation() {
+    let origin = Origin::start(|seen| async move {
+        if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            return Reply::ok("").status(304).header("etag", "\"v1\"");
+        }
+        Reply::ok("versioned")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v1\"")
+    })
+    .await;
+    let rules = r#"
+[cache]
+default_grace = "0s"
+
+[[rule]]
+path_prefix = "/kept/"
+keep = "1h"
+"#;
+    let shellac = Shellac::start(&config(origin.addr, rules)).await;
+    get(shellac.addr, "/kept/a").await;
+    get(shellac.addr, "/gone/a").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let kept = get(shellac.addr, "/kept/a").await;
+    assert_eq!(kept.text(), "versioned");
+    assert!(
+        kept.header("cache-status")
+            .is_some_and(|s| s.contains("fwd=stale")),
+        "revalidated: {:?}",
+        kept.header("cache-status")
+    );
+    get(shellac.addr, "/gone/a").await;
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[2].target, "/kept/a");
+    assert!(seen[2].headers.contains_key("if-none-match"), "conditional");
+    assert!(
+        !seen[3].headers.contains_key("if-none-match"),
+        "nothing kept"
+    );
+}
+
+#[tokio::test]
 async fn host_patterns_match_exactly_or_below_a_domain() {
     let origin = cacheable("origin").await;
     let rules = r#"
