@@ -47,6 +47,7 @@
 //!   logs, metrics and headers use.
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
 //! - [`host`]: host names as Shellac compares them (routes, keys, bans).
+//! - [`pattern`]: the name globs and host patterns of `[[rule]]`.
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 
@@ -62,6 +63,7 @@ pub mod host;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
+pub mod pattern;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reason;

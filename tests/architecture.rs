@@ -28,12 +28,14 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("reason", &[]),
     // Host normalisation (routes, cache keys, configuration, bans).
     ("host", &[]),
+    // The name globs and host patterns of `[[rule]]`.
+    ("pattern", &["host"]),
     // Every metric family and the values they count.
     ("metrics", &["reason"]),
     // Retry policy and budget; its settings are plain configuration data.
     ("retry", &["config"]),
     // The validated configuration: plain data, below everything that reads it.
-    ("config", &["host"]),
+    ("config", &["host", "pattern"]),
 ];
 
 /// The request pipeline, and the entry points that may drive it: the server

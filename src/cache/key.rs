@@ -5,7 +5,8 @@
 //! key, since a HEAD can be answered from a stored GET. Nothing a client can
 //! add without changing the response (`X-Forwarded-Host` and the like) is
 //! in it: that is what makes cache poisoning through unkeyed headers
-//! impossible. The key keeps the full text rather than a hash, so two
+//! impossible, unless an operator's `[[rule]] key_headers` / `key_cookies`
+//! add a header's or a cookie's value on purpose. The key keeps the full text rather than a hash, so two
 //! requests can never collide onto one object.
 
 use std::fmt;
@@ -35,6 +36,14 @@ impl CacheKey {
             }
         }
         CacheKey(Arc::from(pieces.concat()))
+    }
+
+    /// The key of a GET or HEAD as [`CacheKey::new`], followed by `extra`:
+    /// the values `[[rule]] key_headers` and `key_cookies` add, each after
+    /// a NUL (as a variant's values are, so a ban's host and path still
+    /// end at the first NUL).
+    pub fn with_extra(scheme: &str, host: &str, target: &str, extra: &str) -> CacheKey {
+        CacheKey(Arc::from([scheme, "://", host, target, extra].concat()))
     }
 
     /// The key of one variant of this (primary) key: the `Vary` spec's

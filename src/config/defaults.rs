@@ -210,6 +210,16 @@ pub const RETRY_DEADLINE: Option<Duration> = None;
 /// A backend's own `Retry-After` is honoured up to this long.
 pub const BACKEND_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
+/// `[[rule]] redirect.status` when not given: 302, temporary, since a
+/// browser keeps a 301 forever and a mistake in `location` should not be.
+pub const RULE_REDIRECT_STATUS: u16 = 302;
+
+/// `[[rule]] respond.status` when not given.
+pub const RULE_RESPOND_STATUS: u16 = 200;
+
+/// `[[rule]] respond.content_type` when not given.
+pub const RULE_RESPOND_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
 /// `[[route]] priority`: order in a backend's queue, 0 (last) to 9 (first).
 pub const ROUTE_PRIORITY: u8 = 5;
 /// The highest route priority.

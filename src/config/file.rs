@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) route: Vec<RawRoute>,
     #[serde(default)]
+    pub(super) rule: Vec<RawRule>,
+    #[serde(default)]
     pub(super) retry: RawRetry,
     #[serde(default)]
     pub(super) admin: RawAdmin,
@@ -185,6 +187,55 @@ pub(super) struct RawRoute {
     pub(super) pass: Option<bool>,
     pub(super) ttl: Option<ConfigDuration>,
     pub(super) grace: Option<ConfigDuration>,
+}
+
+/// One `[[rule]]`: match keys, then actions (`config::build::rule`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) path_prefix: Option<Spanned<String>>,
+    pub(super) path_regex: Option<Spanned<String>>,
+    pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) cookies: Option<Spanned<String>>,
+    pub(super) cookies_keep: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) query_drop: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) query_sort: Option<bool>,
+    pub(super) key_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) key_cookies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub(super) response_headers: Option<Spanned<RawHeaderEdits>>,
+    pub(super) redirect: Option<Spanned<RawRedirect>>,
+    pub(super) respond: Option<Spanned<RawRespond>>,
+    pub(super) ttl: Option<ConfigDuration>,
+    pub(super) grace: Option<ConfigDuration>,
+    pub(super) keep: Option<ConfigDuration>,
+    pub(super) pass: Option<bool>,
+}
+
+/// `request_headers` / `response_headers` of a `[[rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderEdits {
+    pub(super) set: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub(super) remove: Option<Vec<Spanned<String>>>,
+}
+
+/// `redirect` of a `[[rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedirect {
+    pub(super) status: Option<Spanned<i64>>,
+    pub(super) location: Spanned<String>,
+}
+
+/// `respond` of a `[[rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRespond {
+    pub(super) status: Option<Spanned<i64>>,
+    pub(super) content_type: Option<Spanned<String>>,
+    pub(super) body: Option<String>,
 }
 
 /// `[defaults.probe]` or `[backend.probe]`: a Varnish-style health probe.

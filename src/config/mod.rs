@@ -77,6 +77,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// `[[route]]`, most specific first; the last one always matches.
     pub routes: Vec<RouteConfig>,
+    /// `[[rule]]`, in the file's order (every matching rule applies).
+    pub rules: Vec<RuleConfig>,
     /// `[retry]`.
     pub retry: RetryConfig,
     /// `[admin]`, when the admin listener is on.
@@ -730,6 +732,104 @@ impl RouteConfig {
     fn is_catch_all(&self) -> bool {
         self.host.is_none() && self.path_prefix.is_none() && self.methods.is_none()
     }
+}
+
+/// One `[[rule]]`: what it matches (every key given must match) and what
+/// it does. Everything is checked and compiled when the file loads.
+#[derive(Clone, Debug, Default)]
+pub struct RuleConfig {
+    /// `host`: exact or `*.example.com`.
+    pub host: Option<crate::pattern::HostPattern>,
+    /// `path_prefix`.
+    pub path_prefix: Option<String>,
+    /// `path_regex`, on the path without the query.
+    pub path_regex: Option<regex::Regex>,
+    /// `methods`; `None` matches every method.
+    pub methods: Option<Vec<Method>>,
+    /// `cookies = "strip"`: no `Cookie` to the backend, no `Set-Cookie` back.
+    pub strip_cookies: bool,
+    /// `cookies_keep`: the request cookies that stay (all others go).
+    pub cookies_keep: Option<Vec<crate::pattern::Glob>>,
+    /// `query_drop`: parameters removed from the URL.
+    pub query_drop: Vec<crate::pattern::Glob>,
+    /// `query_sort`: the remaining parameters sorted by name.
+    pub query_sort: bool,
+    /// `key_headers`: request headers whose values join the cache key.
+    pub key_headers: Vec<HeaderName>,
+    /// `key_cookies`: cookies whose values join the cache key.
+    pub key_cookies: Vec<String>,
+    /// `request_headers`: changes to the request the backend gets.
+    pub request_headers: HeaderEdits,
+    /// `response_headers`: changes to the response the client gets.
+    pub response_headers: HeaderEdits,
+    /// `redirect` or `respond`: the answer that ends the request.
+    pub answer: Option<RuleAnswer>,
+    /// `pass`.
+    pub pass: Option<bool>,
+    /// `ttl`.
+    pub ttl: Option<Duration>,
+    /// `grace`.
+    pub grace: Option<Duration>,
+    /// `keep`.
+    pub keep: Option<Duration>,
+}
+
+impl RuleConfig {
+    /// Whether the rule adds anything to the cache key.
+    pub fn keys(&self) -> bool {
+        !self.key_headers.is_empty() || !self.key_cookies.is_empty()
+    }
+}
+
+/// `request_headers` or `response_headers` of a `[[rule]]`: `remove` is
+/// applied before `set`, and `set` replaces every value of its header.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderEdits {
+    /// `set`: these headers with these values.
+    pub set: Vec<(HeaderName, http::HeaderValue)>,
+    /// `remove`: these headers, every value.
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The answer of a `[[rule]]` that ends the request.
+#[derive(Clone, Debug)]
+pub enum RuleAnswer {
+    /// `redirect`: 301, 302, 303, 307 or 308 to `location`.
+    Redirect {
+        /// The status.
+        status: http::StatusCode,
+        /// `location`, split at its placeholders.
+        location: Vec<LocationPart>,
+    },
+    /// `respond`: a fixed answer.
+    Respond {
+        /// The status, 200 to 599.
+        status: http::StatusCode,
+        /// `content_type`.
+        content_type: http::HeaderValue,
+        /// `body`.
+        body: bytes::Bytes,
+    },
+}
+
+/// A piece of a `redirect` `location`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocationPart {
+    /// Written as is.
+    Text(String),
+    /// `{host}`: the request's host, lower-case, without its port.
+    Host,
+    /// `{path}`: the request's path.
+    Path,
+    /// `{query}`: `?` and the query, or nothing when it has none.
+    Query,
 }
 
 // === impl Config ===

@@ -46,6 +46,8 @@ pub struct RequestCtx {
     pub wants_json: bool,
     /// Every backend request made for it, retries included.
     pub attempts: Vec<Attempt>,
+    /// The matching `[[rule]]`s whose `response_headers` apply at the exit.
+    pub(crate) response_rules: super::rules::Matched,
 }
 
 impl RequestCtx {
@@ -67,6 +69,7 @@ impl RequestCtx {
             tried: Vec::new(),
             wants_json: false,
             attempts: Vec::new(),
+            response_rules: Default::default(),
         }
     }
 

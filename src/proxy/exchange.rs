@@ -9,6 +9,7 @@ use http::uri::PathAndQuery;
 use http::Request;
 
 use super::route;
+use super::rules::{Applied, Effects};
 use crate::body::RequestBodyState;
 use crate::cache::policy::{self, CacheControl, RequestMode};
 use crate::cache::CacheKey;
@@ -25,13 +26,16 @@ pub(super) struct Exchange {
     pub(super) host: Option<String>,
     /// Directives of the client's `Cache-Control`.
     pub(super) cc: CacheControl,
+    /// What the matching `[[rule]]`s decided for the store phase.
+    pub(super) effects: Effects,
     /// Why the client's request body was cut off, if it was; none for a
     /// request without a body (most of them), which then costs no allocation.
     pub(super) body_state: Option<Arc<RequestBodyState>>,
 }
 
 impl Exchange {
-    /// The exchange for `req` under the first matching route; none when no
+    /// The exchange for `req` (as the rules rewrote it; `applied` is what
+    /// else they decided) under the first matching route; none when no
     /// route matches. `tls`: it came over TLS, so its key's scheme is
     /// `https` — a `301` to `https://` stored for plain HTTP is never served
     /// on HTTPS (Varnish's classic redirect loop).
@@ -40,6 +44,7 @@ impl Exchange {
         tls: bool,
         routes: &[RouteConfig],
         cache: &CacheConfig,
+        applied: Applied,
     ) -> Option<Exchange> {
         let host = request_host(req).map(str::to_string);
         let route = route::select(routes, req.method(), host.as_deref(), req.uri().path())?;
@@ -52,15 +57,27 @@ impl Exchange {
         } else {
             policy::request_mode(req.method(), req.headers())
         };
+        let scheme = if tls { "https" } else { "http" };
+        let key_host = crate::host::for_key(host.as_deref());
+        let key = if applied.key_extra.is_empty() {
+            CacheKey::new(scheme, &key_host, target)
+        } else {
+            CacheKey::with_extra(scheme, &key_host, target, &applied.key_extra)
+        };
         Some(Exchange {
-            key: CacheKey::new(
-                if tls { "https" } else { "http" },
-                &crate::host::for_key(host.as_deref()),
-                target,
-            ),
+            key,
             mode: match mode {
-                // `[[route]] pass = true`: neither looked up nor stored.
-                _ if route.pass => RequestMode::Pass,
+                // `[[route]] pass = true`, or a rule's `pass = true`: neither
+                // looked up nor stored.
+                _ if route.pass || applied.pass == Some(true) => RequestMode::Pass,
+                // Every cookie left is in the key (`[[rule]] key_cookies`):
+                // one object per value, as if there were no `Cookie`.
+                RequestMode::PassMaybeStore
+                    if applied.cookies_keyed
+                        && !req.headers().contains_key(header::AUTHORIZATION) =>
+                {
+                    RequestMode::Lookup
+                }
                 mode => mode,
             },
             pool: route.pool,
@@ -70,6 +87,7 @@ impl Exchange {
                 .unwrap_or(0),
             host,
             cc: client_cache_control(req.headers(), cache.honor_request_cache_control),
+            effects: applied.effects,
             body_state: None,
         })
     }

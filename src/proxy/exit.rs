@@ -1,4 +1,5 @@
-//! The single exit of every request: `X-Shellac-Retries`, the metrics,
+//! The single exit of every request: `[[rule]] response_headers`
+//! (`rules.rs`), `X-Shellac-Retries`, the metrics,
 //! the debug trace line and the access-log line, all read once from the
 //! request's `RequestCtx` (nothing else on the path logs a request).
 
@@ -20,6 +21,7 @@ impl Proxy {
         log_head: Option<LogHead>,
         mut response: Response<Body>,
     ) -> Response<Body> {
+        self.response_rules(ctx, response.headers_mut());
         if ctx.retries > 0 {
             response
                 .headers_mut()

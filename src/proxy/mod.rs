@@ -4,7 +4,7 @@
 //! is the only module that uses both the cache and the backends.
 //!
 //! ```text
-//! handle ─ start: gate (limits) → exchange (route, key, mode) → look
+//! handle ─ start: gate (limits) → rules (rewrite, or answer) → exchange (route, key, mode) → look
 //!   look (lookup.rs): fresh ─────────────► deliver (304 / 206 / 200)
 //!                     stale in grace ────► deliver + one background refresh (store.rs)
 //!                     miss / revalidate ─► waiting list: writer → fetch
@@ -27,6 +27,7 @@ mod lookup;
 pub mod range;
 mod rescue;
 pub mod route;
+mod rules;
 mod setup;
 mod store;
 mod upstream;
@@ -169,11 +170,11 @@ impl Proxy {
         }
     }
 
-    /// Steps 1 to 4 of the pipeline, none of which waits: limits, route, the
-    /// request's mode and the first look in the cache.
+    /// Steps 1 to 4 of the pipeline, none of which waits: limits, rules,
+    /// route, the request's mode and the first look in the cache.
     fn start<B: Into<Body>>(
         self: &Arc<Self>,
-        req: Request<B>,
+        mut req: Request<B>,
         framing: Option<limits::RawFraming>,
         ctx: &mut RequestCtx,
     ) -> Started {
@@ -182,10 +183,20 @@ impl Proxy {
             return Started::Answered(refusal);
         }
 
-        // 2. Route.
-        let Some(mut exchange) =
-            Exchange::of(&req, ctx.tls, &self.config.routes, &self.config.cache)
-        else {
+        // 2. Rules: the request as `[[rule]]` rewrites it, or their answer.
+        let applied = match self.request_rules(&mut req, ctx) {
+            Ok(applied) => applied,
+            Err(answer) => return Started::Answered(answer),
+        };
+
+        // 3. Route, from the rewritten request.
+        let Some(mut exchange) = Exchange::of(
+            &req,
+            ctx.tls,
+            &self.config.routes,
+            &self.config.cache,
+            applied,
+        ) else {
             let refusal =
                 Synthetic::backend_fetch_failed(Reason::NoRoute, self.config.server.retry_after);
             return Started::Answered(self.synthetic(ctx, refusal));
@@ -201,7 +212,7 @@ impl Proxy {
             exchange.body_state = Some(state);
         }
 
-        // 3. Requests that may not use the cache go straight to the backend.
+        // 4. Requests that may not use the cache go straight to the backend.
         if exchange.mode != RequestMode::Lookup {
             ctx.outcome = Outcome::Pass;
             let next = Next::Fetch { stale: None };
@@ -213,7 +224,7 @@ impl Proxy {
             }));
         }
 
-        // 4. Look up.
+        // 5. Look up.
         match self.look(ctx, &exchange, &parts, 0) {
             Next::Answer(response) => Started::Answered(response),
             next => Started::Waiting(Box::new(Waiting {
@@ -358,6 +369,10 @@ impl Proxy {
         let (mut head, body) = fetched.response.into_parts();
         let close_delimited = store::is_close_delimited(&client.method, &head);
         headers::remove_hop_by_hop(&mut head.headers);
+        // `[[rule]] cookies = "strip"`: before the storability decision.
+        if exchange.effects.strip_set_cookie {
+            head.headers.remove(http::header::SET_COOKIE);
+        }
 
         // Unsafe methods invalidate what the cache holds for the target.
         if policy::invalidates(&client.method, head.status) {

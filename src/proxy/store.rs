@@ -185,8 +185,15 @@ impl Proxy {
         )
     }
 
-    /// `[[route]] ttl` and `grace` replace what the response said.
-    fn route_overrides(&self, exchange: &Exchange, mut lifetimes: Lifetimes) -> Lifetimes {
+    /// `[[route]] ttl` and `grace` replace what the response said, and the
+    /// matching `[[rule]]`s' `ttl`, `grace` and `keep` replace those.
+    fn route_overrides(&self, exchange: &Exchange, lifetimes: Lifetimes) -> Lifetimes {
+        exchange
+            .effects
+            .apply(self.route_only_overrides(exchange, lifetimes))
+    }
+
+    fn route_only_overrides(&self, exchange: &Exchange, mut lifetimes: Lifetimes) -> Lifetimes {
         let route = &self.config.routes[exchange.route];
         if let Some(ttl) = route.ttl {
             lifetimes.ttl = ttl;
@@ -227,6 +234,7 @@ impl Proxy {
             pool: exchange.pool,
             route: exchange.route,
             host: exchange.host.clone(),
+            effects: exchange.effects,
             cc: CacheControl::default(),
             body_state: None,
         };

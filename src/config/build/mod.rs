@@ -19,6 +19,7 @@ mod probe;
 mod rate_limit;
 mod retry;
 mod route;
+mod rule;
 mod server;
 mod tls;
 
@@ -45,6 +46,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
     let backends = backend::build(path, &raw.defaults, &raw.backend, loc, &mut warnings)?;
     let pools = pool::build(&raw.pool, &backends, loc)?;
     let routes = route::build(&raw.route, &raw.pool, &pools, loc)?;
+    let rules = rule::build(&raw.rule, loc)?;
     let retry = retry::build(&raw.retry, loc)?;
     let admin = admin::build(&raw.admin, loc)?;
     let log = log::build(&raw.log, loc)?;
@@ -60,6 +62,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
         backends,
         pools,
         routes,
+        rules,
         retry,
         admin,
         log,

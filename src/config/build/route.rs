@@ -124,7 +124,7 @@ fn route(
 }
 
 /// `methods`: a non-empty list of upper-case HTTP methods.
-fn methods(
+pub(super) fn methods(
     list: &Spanned<Vec<Spanned<String>>>,
     loc: &Locator<'_>,
 ) -> Result<Vec<Method>, ConfigError> {
