@@ -28,6 +28,8 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("reason", &[]),
     // Host normalisation (routes, cache keys, configuration, bans).
     ("host", &[]),
+    // The client's address as a connection gives it (IP or Unix socket).
+    ("peer", &[]),
     // Every metric family and the values they count.
     ("metrics", &["reason"]),
     // Retry policy and budget; its settings are plain configuration data.
