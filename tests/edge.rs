@@ -781,3 +781,50 @@ fn bad_listen_entries_name_the_file_line_and_key() {
     assert_eq!(listen[3].mode, Some(0o660));
     assert_eq!(config.server.trusted_proxies.len(), 2);
 }
+
+#[tokio::test]
+async fn a_unix_listener_has_the_connection_cap_and_trusts_unix_peers_when_told() {
+    let origin = Origin::fixed(Reply::ok("capped")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("cap.sock");
+    let log = dir.path().join("access.log");
+    let shellac = Shellac::start_as_configured(&config(
+        &unix_listen(&socket, ""),
+        origin.addr,
+        &format!(
+            "max_connections = 1\ntrusted_proxies = [\"unix:\"]\n[log]\naccess = \"{}\"\n",
+            log.display()
+        ),
+    ))
+    .await;
+    // A local terminator's keep-alive connection holds the one permit.
+    let mut held = UnixStream::connect(&socket).await.expect("connect");
+    held.write_all(
+        b"GET /held HTTP/1.1\r\nhost: edge.test\r\nx-forwarded-for: 203.0.113.5\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut first))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // The trusted Unix peer's X-Forwarded-For names the client.
+    let lines = access_lines(&log, 1).await;
+    assert!(lines[0].starts_with("203.0.113.5 - - ["), "{lines:?}");
+    assert_eq!(last_xff(&origin), "203.0.113.5, 0.0.0.0");
+
+    let stream = UnixStream::connect(&socket).await.expect("connect");
+    let answer = exchange(stream, &[&request("/over")], Duration::ZERO)
+        .await
+        .expect("answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after"),
+        "{answer}"
+    );
+    drop(held);
+    shellac.stop().await;
+}
