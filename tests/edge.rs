@@ -98,11 +98,15 @@ async fn over_tcp(addr: SocketAddr, parts: &[&[u8]]) -> std::io::Result<String> 
 }
 
 /// The connection was closed with no response: an empty read, or a reset
-/// (closing with unread request bytes resets).
+/// (closing with unread request bytes resets), or a write refused after
+/// the close.
 fn closed_silently(answer: std::io::Result<String>) -> bool {
     match answer {
         Ok(text) => text.is_empty(),
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
     }
 }
 
@@ -619,55 +623,86 @@ async fn a_regular_file_at_the_socket_path_is_refused_and_kept() {
     assert_eq!(std::fs::read_to_string(&path).expect("kept"), "precious");
 }
 
+/// Shellac run from a configuration file, reloaded through the admin listener.
+struct FromFile {
+    admin: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FromFile {
+    async fn start(file: &Path) -> FromFile {
+        let config = shellac::Config::load(file).expect("config");
+        let listeners = shellac::bind(&config).await.expect("bind");
+        let admin_listener = shellac::bind_admin(&config).await.expect("admin");
+        let admin = admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .expect("admin");
+        let launch = shellac::Launch {
+            admin: admin_listener,
+            ..shellac::Launch::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(shellac::run_with(config, listeners, launch, async move {
+            let _ = stopped.await;
+        }));
+        FromFile { admin, stop, task }
+    }
+
+    async fn reload(&self) {
+        let host = self.admin.to_string();
+        let answer = over_tcp(
+            self.admin,
+            &[format!(
+                "POST /reload HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes()],
+        )
+        .await
+        .expect("reload");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+/// Writes a configuration file listening on `listen`, with an admin listener.
+fn write_config(file: &Path, listen: &str, backend: SocketAddr) {
+    std::fs::write(
+        file,
+        format!(
+            "[server]\nlisten = {listen}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[backend]]\nname = \"origin\"\naddress = \"{backend}\"\n"
+        ),
+    )
+    .expect("write config")
+}
+
+/// Waits until `ready` holds (or 5 s pass).
+async fn until(ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ready() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_reload_adds_and_removes_a_unix_listener() {
     let origin = Origin::fixed(Reply::ok("reloaded")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("late.sock");
     let file = dir.path().join("shellac.toml");
-    let write = |listen: &str| {
-        std::fs::write(
-            &file,
-            format!(
-                "[server]\nlisten = {listen}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-                 [[backend]]\nname = \"origin\"\naddress = \"{}\"\n",
-                origin.addr
-            ),
-        )
-        .expect("write config")
-    };
-    write("[\"127.0.0.1:0\"]");
-    let config = shellac::Config::load(&file).expect("config");
-    let listeners = shellac::bind(&config).await.expect("bind");
-    let admin_listener = shellac::bind_admin(&config).await.expect("admin");
-    let admin = admin_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .expect("admin");
-    let launch = shellac::Launch {
-        admin: admin_listener,
-        ..shellac::Launch::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(shellac::run_with(config, listeners, launch, async move {
-        let _ = stopped.await;
-    }));
-    let reload = || async {
-        let host = admin.to_string();
-        over_tcp(
-            admin,
-            &[format!("POST /reload HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes()],
-        )
-        .await
-        .expect("reload")
-    };
-    write(&format!("[\"127.0.0.1:0\", \"unix:{}\"]", socket.display()));
-    let answer = reload().await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !socket.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    write_config(&file, "[\"127.0.0.1:0\"]", origin.addr);
+    let shellac = FromFile::start(&file).await;
+
+    let with_socket = format!("[\"127.0.0.1:0\", \"unix:{}\"]", socket.display());
+    write_config(&file, &with_socket, origin.addr);
+    shellac.reload().await;
+    until(|| socket.exists()).await;
     let stream = UnixStream::connect(&socket)
         .await
         .expect("connect after reload");
@@ -676,18 +711,56 @@ async fn a_reload_adds_and_removes_a_unix_listener() {
         .expect("answer");
     assert!(String::from_utf8_lossy(&answer).ends_with("reloaded"));
 
-    write("[\"127.0.0.1:0\"]");
-    assert!(reload().await.starts_with("HTTP/1.1 200"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while socket.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    write_config(&file, "[\"127.0.0.1:0\"]", origin.addr);
+    shellac.reload().await;
+    until(|| !socket.exists()).await;
     assert!(
         !socket.exists(),
         "the dropped listener's socket file is removed"
     );
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    shellac.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_switches_a_port_to_the_proxy_protocol_in_place() {
+    let origin = Origin::fixed(Reply::ok("switched")).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("shellac.toml");
+    write_config(&file, &format!("\"{addr}\""), origin.addr);
+    let shellac = FromFile::start(&file).await;
+    let plain = over_tcp(addr, &[&request("/before")])
+        .await
+        .expect("answer");
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+
+    write_config(
+        &file,
+        &format!("[{{ address = \"{addr}\", proxy_protocol = true }}]"),
+        origin.addr,
+    );
+    shellac.reload().await;
+    // The same socket now wants the header first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = over_tcp(addr, &[&request("/plain-after")]).await;
+        if closed_silently(answer) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "plain requests are still served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let header = v1("192.0.2.200:1".parse().expect("src"), addr);
+    let answer = over_tcp(addr, &[&header, &request("/proxied")])
+        .await
+        .expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(last_xff(&origin), "192.0.2.200");
+    shellac.stop().await;
 }
 
 // === ":port" ===

@@ -5,9 +5,10 @@
 //! The header is read exactly, never a byte beyond it, so what follows
 //! (HTTP, or a TLS handshake) reaches the connection code untouched: v2 is
 //! its fixed 16 bytes and then the length they give; v1, a line of at most
-//! 107 bytes, is read at most two bytes at a time until its CRLF (a
-//! dozen-odd reads once per connection, the price of not peeking; v2 costs
-//! two). A v2 header may carry at most [`V2_MAX`] bytes in all: addresses
+//! 107 bytes, is read at most two bytes at a time until its CRLF (about
+//! twenty reads for a typical line, once per connection: the price of not
+//! peeking, which tokio offers for TCP but not for Unix sockets; v2 costs
+//! three). A v2 header may carry at most [`V2_MAX`] bytes in all: addresses
 //! and TLVs (AWS adds its endpoint id, HAProxy and hitch the TLS details)
 //! fit in far less.
 //!
