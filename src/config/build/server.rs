@@ -89,33 +89,28 @@ fn listen(
             resolve(defaults::LISTEN).map_err(|m| loc.error_at_key(None, "server.listen", m))?[0];
         return Ok(vec![Listen::plain(addr)]);
     };
-    let expected = "expected an address string such as \"127.0.0.1:6081\", \":6081\" or \
-         \"unix:/run/shellac/http.sock\", or an array of them and of tables such as \
-         { address = \"127.0.0.1:6443\", tls = true, proxy_protocol = true }";
-    let fail = |why: &str| {
-        loc.error_at_key(
-            Some(value.span()),
-            "server.listen",
-            format!("{expected}{why}"),
-        )
-    };
+    let fail = |why: String| loc.error_at_key(Some(value.span()), "server.listen", why);
     let entries: Vec<&toml::Value> = match value.get_ref() {
         one @ toml::Value::String(_) => vec![one],
         toml::Value::Array(many) if !many.is_empty() => many.iter().collect(),
-        _ => return Err(fail("")),
+        _ => return Err(fail(LISTEN_EXPECTED.to_string())),
     };
     let mut listen = Vec::with_capacity(entries.len());
     for entry in entries {
-        listen.push(listen_entry(entry).map_err(|why| fail(&why))?);
+        listen.push(listen_entry(entry).map_err(fail)?);
     }
     Ok(listen)
 }
 
+/// What `listen` may be, for errors about its shape.
+const LISTEN_EXPECTED: &str = "expected an address string such as \"127.0.0.1:6081\", \
+     \":6081\" or \"unix:/run/shellac/http.sock\", or an array of them and of tables such as \
+     { address = \"127.0.0.1:6443\", tls = true, proxy_protocol = true }";
+
 /// The keys a listener table may have.
 const LISTEN_KEYS: [&str; 4] = ["address", "tls", "proxy_protocol", "mode"];
 
-/// One entry of a `listen` array, or what is wrong with it (appended to
-/// the key's message).
+/// One entry of a `listen` array, or what is wrong with it.
 fn listen_entry(entry: &toml::Value) -> Result<Listen, String> {
     let table = match entry {
         toml::Value::String(address) => {
@@ -127,24 +122,28 @@ fn listen_entry(entry: &toml::Value) -> Result<Listen, String> {
             })
         }
         toml::Value::Table(table) => table,
-        other => return Err(format!(", found a {}", other.type_str())),
+        other => return Err(format!("{LISTEN_EXPECTED}, found a {}", other.type_str())),
     };
     if let Some(unknown) = table.keys().find(|k| !LISTEN_KEYS.contains(&k.as_str())) {
         return Err(format!(
-            "; unknown key `{unknown}` in a listener table (expected `address`, `tls`, \
+            "unknown key `{unknown}` in a listener table (expected `address`, `tls`, \
              `proxy_protocol`, `mode`)"
         ));
     }
     let addr = match table.get("address") {
         Some(toml::Value::String(address)) => listen_addr(address)?,
-        Some(_) => return Err(String::from("; `address` must be a string")),
-        None => return Err(String::from("; a listener table needs `address`")),
+        Some(_) => {
+            return Err(String::from(
+                "a listener table's `address` must be a string",
+            ))
+        }
+        None => return Err(String::from("a listener table needs `address`")),
     };
     let flag = |key: &str| match table.get(key) {
         None => Ok(false),
         Some(toml::Value::Boolean(on)) => Ok(*on),
         Some(other) => Err(format!(
-            "; `{key}` must be true or false, found a {}",
+            "a listener's `{key}` must be true or false, found a {}",
             other.type_str()
         )),
     };
@@ -153,14 +152,14 @@ fn listen_entry(entry: &toml::Value) -> Result<Listen, String> {
         Some(toml::Value::String(text)) => Some(socket_mode(text)?),
         Some(other) => {
             return Err(format!(
-                "; `mode` must be an octal string such as \"0660\", found a {}",
+                "a listener's `mode` must be an octal string such as \"0660\", found a {}",
                 other.type_str()
             ))
         }
     };
     if mode.is_some() && !matches!(addr, ListenAddr::Unix(_)) {
         return Err(String::from(
-            "; `mode` applies only to a Unix socket (an address \"unix:PATH\")",
+            "a listener's `mode` applies only to a Unix socket (an address \"unix:PATH\")",
         ));
     }
     Ok(Listen {
@@ -175,7 +174,7 @@ fn listen_entry(entry: &toml::Value) -> Result<Listen, String> {
 fn listen_addr(text: &str) -> Result<ListenAddr, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err(String::from("; \"unix:\" needs a socket path after it"));
+            return Err(String::from("\"unix:\" needs a socket path after it"));
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
@@ -183,13 +182,11 @@ fn listen_addr(text: &str) -> Result<ListenAddr, String> {
         return match port.parse::<u16>() {
             Ok(port) => Ok(ListenAddr::AllInterfaces(port)),
             Err(_) => Err(format!(
-                "; \"{text}\": expected a port from 0 to 65535 after `:`"
+                "expected a port from 0 to 65535 after `:`, found \"{text}\""
             )),
         };
     }
-    resolve(text)
-        .map(|addrs| ListenAddr::Tcp(addrs[0]))
-        .map_err(|m| format!("; {m}"))
+    resolve(text).map(|addrs| ListenAddr::Tcp(addrs[0]))
 }
 
 /// `mode`: octal permission bits, at most `0777` (no setuid and the like
@@ -198,7 +195,8 @@ fn socket_mode(text: &str) -> Result<u32, String> {
     match u32::from_str_radix(text, 8) {
         Ok(mode) if mode <= 0o777 && !text.is_empty() => Ok(mode),
         _ => Err(format!(
-            "; `mode` must be octal permission bits from \"0000\" to \"0777\", found \"{text}\""
+            "a listener's `mode` must be octal permission bits from \"0000\" to \"0777\", \
+             found \"{text}\""
         )),
     }
 }
