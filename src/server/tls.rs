@@ -15,7 +15,8 @@
 //! and answered with a bare `400` saying so, then closed — as nginx does;
 //! left to rustls it would get a TLS alert, which curl shows as "Received
 //! HTTP/0.9". Anything else that is not TLS fails the handshake and is
-//! closed at once.
+//! closed at once. (On a Unix-socket listener the first byte cannot be
+//! peeked, see `listener::Stream`: plain HTTP there fails the handshake.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
