@@ -90,7 +90,7 @@ impl RequestCtx {
         tracing::debug!(
             target: "shellac::access",
             xid = self.xid,
-            client = %self.shown_client(),
+            client = %self.peer_client(),
             method = %self.method,
             url = %uri,
             status = status.as_u16(),
@@ -139,6 +139,15 @@ impl RequestCtx {
             ShownClient::Unix
         } else {
             ShownClient::Ip(self.client_ip)
+        }
+    }
+
+    /// The connection's client (the peer, or its PROXY header's source),
+    /// before `trusted_proxies`: what the trace line shows.
+    fn peer_client(&self) -> ShownClient {
+        match self.client {
+            ClientAddr::Unix => ShownClient::Unix,
+            ip => ShownClient::Ip(ip.ip()),
         }
     }
 
@@ -198,7 +207,7 @@ impl RequestCtx {
     }
 }
 
-/// [`RequestCtx::shown_client`]'s answer, written without allocating.
+/// A client address as logs show it, written without allocating.
 enum ShownClient {
     Ip(IpAddr),
     Unix,
