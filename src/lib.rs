@@ -7,8 +7,8 @@
 //! checks it).
 //!
 //! Entry points:
-//! - [`server`]: listeners (plain and TLS), one task per connection, idle
-//!   timeout, drain.
+//! - [`server`]: listeners (TCP, `":port"`, Unix sockets; plain, TLS, PROXY
+//!   protocol), one task per connection, idle timeout, drain.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload,
 //!   maintenance, status page) and its guard against cross-site requests.
 //! - [`generation`]: building a [`proxy::Proxy`] generation, the current one
@@ -48,6 +48,7 @@
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
 //! - [`host`]: host names as Shellac compares them (routes, keys, bans).
 //! - [`pattern`]: the name globs and host patterns of `[[rule]]`.
+//! - [`peer`]: the client's address as a connection gives it (IP or Unix socket).
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 
@@ -64,6 +65,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod pattern;
+pub mod peer;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reason;
@@ -81,25 +83,19 @@ use tokio::sync::watch;
 
 pub use config::Config;
 
-/// Binds every `[server] listen` address of `config`.
-pub async fn bind(config: &Config) -> std::io::Result<Vec<TcpListener>> {
+/// Binds every `[server] listen` entry of `config`, in order.
+pub async fn bind(config: &Config) -> std::io::Result<Vec<server::Listener>> {
     let mut listeners = Vec::with_capacity(config.server.listen.len());
     for entry in &config.server.listen {
-        let addr = entry.addr;
-        let listener = server::listen(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        listeners.push(listener);
+        listeners.push(server::bind(entry).await?);
     }
     Ok(listeners)
 }
 
-/// The addresses `listeners` are bound to (port 0 resolved).
-pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
-    listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect()
+/// The TCP addresses `listeners` are bound to (port 0 resolved), in
+/// order; Unix sockets are left out ([`server::Listener::bound`] names them).
+pub fn local_addrs(listeners: &[server::Listener]) -> Vec<SocketAddr> {
+    listeners.iter().filter_map(|l| l.local_addr()).collect()
 }
 
 /// Binds the admin listener when `[admin] listen` is set.
@@ -132,14 +128,18 @@ pub struct Launch {
 
 /// Runs Shellac on `listeners` until `shutdown` resolves, then drains.
 /// Reloads on SIGHUP and `POST /reload`.
-pub async fn run(config: Config, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    config: Config,
+    listeners: Vec<server::Listener>,
+    shutdown: impl Future<Output = ()>,
+) {
     run_with(config, listeners, Launch::default(), shutdown).await;
 }
 
 /// [`run`] with an admin listener and the `--demo` origin.
 pub async fn run_with(
     config: Config,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<server::Listener>,
     launch: Launch,
     shutdown: impl Future<Output = ()>,
 ) {

@@ -108,9 +108,13 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    for addr in shellac::local_addrs(&listeners) {
-        tracing::info!(%addr, config = %config.file.display(), "shellac listening");
-        if demo {
+    for listener in &listeners {
+        if let Some(addr) = listener.bound() {
+            tracing::info!(%addr, config = %config.file.display(), "shellac listening");
+        }
+    }
+    if demo {
+        for addr in shellac::local_addrs(&listeners) {
             eprintln!("{}", shellac::demo::instructions(addr));
         }
     }

@@ -168,6 +168,10 @@ pub struct Metrics {
     /// Diagnostic (stderr) log lines dropped because nobody read them fast
     /// enough: logging never blocks serving.
     pub log_dropped: Counter,
+    /// Connections to a `proxy_protocol = true` listener closed because
+    /// they did not start with a valid PROXY header (in time, within the
+    /// size limit).
+    pub proxy_protocol_errors: Counter,
     bans_active: Gauge,
     /// Synthetic 503s, for the status page (the labelled family has the detail).
     synth_503: Counter,
@@ -237,6 +241,7 @@ impl Metrics {
             rate_limited: Counter::default(),
             access_log_dropped: Counter::default(),
             log_dropped: Counter::default(),
+            proxy_protocol_errors: Counter::default(),
             bans_active: Gauge::default(),
             synth_503: Counter::default(),
             l2: L2Metrics::default(),
@@ -322,6 +327,11 @@ impl Metrics {
             "shellac_rate_limited",
             "Requests refused with 429 by a rate limit",
             metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "shellac_proxy_protocol_errors",
+            "Connections closed for lack of a valid PROXY protocol header",
+            metrics.proxy_protocol_errors.clone(),
         );
         registry.register(
             "shellac_log_dropped",

@@ -30,6 +30,8 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("host", &[]),
     // The name globs and host patterns of `[[rule]]`.
     ("pattern", &["host"]),
+    // The client's address as a connection gives it (IP or Unix socket).
+    ("peer", &[]),
     // Every metric family and the values they count.
     ("metrics", &["reason"]),
     // Retry policy and budget; its settings are plain configuration data.

@@ -98,19 +98,52 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// One `[server] listen` entry: an address, plain HTTP or TLS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One `[server] listen` entry: where, and what a client must speak there.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listen {
     /// The address to accept clients on.
-    pub addr: SocketAddr,
+    pub addr: ListenAddr,
     /// Clients speak TLS here (HTTPS; HTTP/2 or HTTP/1.1 chosen by ALPN).
     pub tls: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2),
+    /// before TLS; its source address is the client's.
+    pub proxy_protocol: bool,
+    /// A Unix socket's permission bits (`mode = "0660"`), set after bind;
+    /// none: what the umask leaves.
+    pub mode: Option<u32>,
+}
+
+/// Where a listener accepts clients.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// One TCP address.
+    Tcp(SocketAddr),
+    /// `":6081"`: every interface, IPv4 and (where the host has it) IPv6,
+    /// on this port, as `varnishd -a :6081`.
+    AllInterfaces(u16),
+    /// `"unix:/run/shellac/http.sock"`: a Unix domain socket.
+    Unix(PathBuf),
 }
 
 impl Listen {
     /// A plain-HTTP listener on `addr`.
     pub fn plain(addr: SocketAddr) -> Listen {
-        Listen { addr, tls: false }
+        Listen {
+            addr: ListenAddr::Tcp(addr),
+            tls: false,
+            proxy_protocol: false,
+            mode: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => addr.fmt(f),
+            ListenAddr::AllInterfaces(port) => write!(f, ":{port}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! `proxy::handle` and read once at its single exit for the metrics, the
 //! trace line and the access log.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,6 +11,7 @@ use http::{header, Method, StatusCode, Version};
 use crate::config::LogFormat;
 use crate::metrics::Finished;
 pub use crate::metrics::{Attempt, Outcome};
+use crate::peer::ClientAddr;
 use crate::reason::Reason;
 
 /// The facts about one request that logs and metrics need.
@@ -19,8 +20,9 @@ pub struct RequestCtx {
     pub xid: u64,
     /// When Shellac started handling it.
     pub start: Instant,
-    /// The client's address.
-    pub client: SocketAddr,
+    /// The client's address: the peer, or the source its PROXY protocol
+    /// header named.
+    pub client: ClientAddr,
     /// The client's address as believed after `trusted_proxies`.
     pub client_ip: IpAddr,
     /// It arrived over TLS: `https` in its cache key and in
@@ -52,7 +54,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A context for a request that just arrived.
-    pub fn new(xid: u64, client: SocketAddr, method: Method) -> RequestCtx {
+    pub fn new(xid: u64, client: ClientAddr, method: Method) -> RequestCtx {
         RequestCtx {
             xid,
             start: Instant::now(),
@@ -91,7 +93,7 @@ impl RequestCtx {
         tracing::debug!(
             target: "shellac::access",
             xid = self.xid,
-            client = %self.client.ip(),
+            client = %self.peer_client(),
             method = %self.method,
             url = %uri,
             status = status.as_u16(),
@@ -132,6 +134,26 @@ impl LogHead {
 }
 
 impl RequestCtx {
+    /// The client as logs show it: the believed address, or `unix:` for a
+    /// Unix-socket client that neither a PROXY header nor a trusted
+    /// `X-Forwarded-For` gave an address (nginx's `$remote_addr`).
+    fn shown_client(&self) -> ShownClient {
+        if self.client.is_unix() && self.client_ip == crate::peer::UNIX_IP {
+            ShownClient::Unix
+        } else {
+            ShownClient::Ip(self.client_ip)
+        }
+    }
+
+    /// The connection's client (the peer, or its PROXY header's source),
+    /// before `trusted_proxies`: what the trace line shows.
+    fn peer_client(&self) -> ShownClient {
+        match self.client {
+            ClientAddr::Unix => ShownClient::Unix,
+            ip => ShownClient::Ip(ip.ip()),
+        }
+    }
+
     /// Time from sending to the response head of the backend request that
     /// answered, if any.
     fn ttfb(&self) -> Option<Duration> {
@@ -154,7 +176,7 @@ impl RequestCtx {
                 let quote = |v: &Option<String>| v.as_deref().unwrap_or("-").replace('"', "\\\"");
                 format!(
                     "{client} - - [{time}] \"{method} {url} {version:?}\" {status} {bytes} \"{referer}\" \"{ua}\" {cache} {xid} {secs:.6}",
-                    client = self.client_ip,
+                    client = self.shown_client(),
                     time = clf_time(now),
                     method = self.method,
                     url = head.url,
@@ -171,7 +193,7 @@ impl RequestCtx {
             LogFormat::Json => serde_json::json!({
                 "time": rfc3339(now),
                 "xid": self.xid,
-                "client": self.client_ip.to_string(),
+                "client": self.shown_client().to_string(),
                 "method": self.method.as_str(),
                 "url": head.url,
                 "status": status.as_u16(),
@@ -184,6 +206,21 @@ impl RequestCtx {
                 "error": self.error.map(Reason::as_str),
             })
             .to_string(),
+        }
+    }
+}
+
+/// A client address as logs show it, written without allocating.
+enum ShownClient {
+    Ip(IpAddr),
+    Unix,
+}
+
+impl std::fmt::Display for ShownClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShownClient::Ip(ip) => ip.fmt(f),
+            ShownClient::Unix => f.write_str("unix:"),
         }
     }
 }

@@ -36,6 +36,7 @@ use super::{Attempt, RequestCtx};
 use crate::backend::{self, FetchError, PathKey};
 use crate::body::{Body, RequestBodyState};
 use crate::config::{RetryConfig, RouteConfig};
+use crate::peer::ClientAddr;
 use crate::reason::Reason;
 use crate::retry::{self, Deadline, Failure};
 
@@ -386,7 +387,10 @@ async fn send(
 /// address stands in for it.
 fn client_ends(ctx: &RequestCtx) -> backend::ClientEnds {
     backend::ClientEnds {
-        client: Some(ctx.client),
+        client: match ctx.client {
+            ClientAddr::Ip(addr) => Some(addr),
+            ClientAddr::Unix => None,
+        },
         server: None,
     }
 }

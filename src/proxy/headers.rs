@@ -186,6 +186,8 @@ pub fn set_forwarded_proto(headers: &mut HeaderMap, peer: IpAddr, tls: bool, tru
     let mut element = String::with_capacity(64);
     element.push_str("for=");
     match peer.to_canonical() {
+        // A Unix-socket client (`peer::UNIX_IP`): RFC 7239 §6.3's "unknown".
+        IpAddr::V4(v4) if v4.is_unspecified() => element.push_str("unknown"),
         IpAddr::V4(v4) => {
             use std::fmt::Write as _;
             let _ = write!(element, "{v4}");

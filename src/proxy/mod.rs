@@ -33,7 +33,6 @@ mod store;
 mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +51,7 @@ use crate::cache::{Cache, CachedObject, Found};
 use crate::config::Config;
 use crate::limits;
 use crate::ops::Ops;
+use crate::peer::ClientAddr;
 use crate::ratelimit::RateLimits;
 use crate::reason::Reason;
 use crate::synth::{self, Pages, Synthetic};
@@ -139,7 +139,7 @@ impl Proxy {
     pub fn handle<B>(
         self: &Arc<Self>,
         req: Request<B>,
-        client: SocketAddr,
+        client: ClientAddr,
         tls: bool,
         framing: Option<limits::RawFraming>,
     ) -> Handled

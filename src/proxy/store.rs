@@ -25,6 +25,7 @@ use crate::cache::busy::{BusyObject, Destination};
 use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, Lifetimes, NotStored, RequestMode, StoreRules};
 use crate::cache::{CacheKey, CachedObject};
+use crate::peer::ClientAddr;
 use crate::reason::Reason;
 use crate::synth::Synthetic;
 
@@ -244,7 +245,7 @@ impl Proxy {
         request.headers_mut().remove(header::CACHE_CONTROL);
         let (bg_parts, ()) = request.into_parts();
         let stale = stale.clone();
-        let client = SocketAddr::from(([127, 0, 0, 1], 0));
+        let client = ClientAddr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
         tokio::spawn(async move {
             let mut ctx = RequestCtx::new(proxy.xid(), client, Method::GET);
             ctx.outcome = Outcome::Miss;

@@ -3,7 +3,6 @@
 //! object, `[cluster]` peer ownership, and the fall-back from a peer to the
 //! origin pool when no peer answers. The retry loop itself is `fetch.rs`.
 
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,6 +16,7 @@ use crate::backend::FetchError;
 use crate::body::Body;
 use crate::cache::policy::RequestMode;
 use crate::cache::CachedObject;
+use crate::peer::ClientAddr;
 
 /// The client's request head as it came, kept while the backend has the
 /// request: the storing decisions read it, and a retry rebuilds the
@@ -154,7 +154,7 @@ impl Proxy {
     fn backend_head(
         &self,
         mut parts: Parts,
-        client: SocketAddr,
+        client: ClientAddr,
         tls: bool,
         exchange: &Exchange,
         stale: Option<&CachedObject>,
@@ -162,7 +162,7 @@ impl Proxy {
         via_peer: bool,
     ) -> (Parts, bool) {
         prepare_backend_request(&mut parts, client, exchange.host.as_deref());
-        let peer = client.ip().to_canonical();
+        let peer = client.ip();
         let trusted = self
             .config
             .server
@@ -272,7 +272,7 @@ fn join_cookie_crumbs(headers: &mut HeaderMap) {
 /// Turns the client's request head into the backend's: origin-form target,
 /// HTTP/1.1, `Host` kept (set from the authority for HTTP/2 and
 /// absolute-form), hop-by-hop headers dropped, HTTP/2 cookie crumbs joined, `X-Forwarded-For` and `Via` added.
-fn prepare_backend_request(parts: &mut Parts, client: SocketAddr, host: Option<&str>) {
+fn prepare_backend_request(parts: &mut Parts, client: ClientAddr, host: Option<&str>) {
     let received = parts.version;
     if parts.uri.authority().is_some() {
         let target = parts

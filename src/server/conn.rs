@@ -21,7 +21,6 @@
 //!   `Transfer-Encoding` lines per head for `limits::check`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +39,7 @@ use tokio::time::Sleep;
 use super::framing::FramingWatch;
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
 use crate::generation::Current;
+use crate::peer::ClientAddr;
 use crate::proxy::Handled;
 
 /// Bytes read from the client per read call (the framing watch sees them
@@ -109,6 +109,11 @@ impl Settings {
     pub(super) fn handshake_timeout(&self) -> Duration {
         self.header_timeout
     }
+
+    /// How long a PROXY protocol header may take: `header_timeout` too.
+    pub(super) fn proxy_header_timeout(&self) -> Duration {
+        self.header_timeout
+    }
 }
 
 /// The protocol a client connection speaks, told by its first bytes.
@@ -155,7 +160,7 @@ async fn sniff<S: AsyncRead + Unpin>(io: &mut ActivityIo<S>) -> std::io::Result<
 /// and the drain).
 pub(super) async fn serve_connection<S>(
     stream: S,
-    client: SocketAddr,
+    client: ClientAddr,
     current: Current,
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
@@ -236,7 +241,7 @@ pub(super) async fn serve_connection<S>(
 /// shutdown or once it has been idle for `timeout_idle`.
 async fn watch_connection<C>(
     connection: C,
-    client: SocketAddr,
+    client: ClientAddr,
     activity: &Activity,
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,

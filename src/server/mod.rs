@@ -19,46 +19,38 @@
 //! A `listen` entry with `tls = true` accepts TLS (`tls.rs`): the
 //! handshake runs in the connection's task, inside the cap, bounded by
 //! `header_timeout`; then the connection is served like a plain one.
+//!
+//! # PROXY protocol, Unix sockets, `":port"`
+//!
+//! A `proxy_protocol = true` listener reads the PROXY header first
+//! (`proxy_protocol.rs`; also inside the cap, bounded by `header_timeout`,
+//! before any TLS handshake), and its source address is the connection's
+//! client from then on. Unix-socket and `":port"` listeners are bound in
+//! `listener.rs`; every listener kind is served, reloaded, capped and
+//! drained the same way.
 
 mod conn;
 mod framing;
+mod listener;
+mod proxy_protocol;
 mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Listen;
+use crate::config::{Listen, ListenAddr};
 use crate::generation::Current;
+use crate::peer::ClientAddr;
+use listener::{Accepted, Stream};
 
 pub use conn::Settings;
-
-/// Binds a client listener. `TCP_NODELAY` is set on the listening socket:
-/// Linux copies it to every accepted connection, which saves a
-/// `setsockopt` per connection (small heads must never wait for Nagle).
-pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // As `TcpListener::bind`: a restart may bind while old connections
-    // are still in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// The accept queue's length (what `TcpListener::bind` uses too); the
-/// kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 1024;
+pub use listener::{bind, Bound, Listener};
 
 /// What every accept loop shares.
 struct Shared {
@@ -78,21 +70,20 @@ struct Shared {
 }
 
 /// What one accept loop does, set by the reload that follows `listen`: a
-/// listener whose address stays but whose `tls` flips is switched in place
-/// (binding the address again while the old socket is open would fail).
+/// listener whose address stays but whose `tls` or `proxy_protocol` flips
+/// is switched in place (binding the address again while the old socket
+/// is open would fail).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    Plain,
-    Tls,
+    Serve { tls: bool, proxy_protocol: bool },
     Stop,
 }
 
 impl Mode {
-    fn of(tls: bool) -> Mode {
-        if tls {
-            Mode::Tls
-        } else {
-            Mode::Plain
+    fn of(listen: &Listen) -> Mode {
+        Mode::Serve {
+            tls: listen.tls,
+            proxy_protocol: listen.proxy_protocol,
         }
     }
 }
@@ -102,13 +93,13 @@ fn semaphore(max_connections: usize) -> Option<Arc<Semaphore>> {
 }
 
 /// Serves `listeners` (bound in the order of `[server] listen`, whose
-/// entries say which are TLS) until `shutdown` resolves, then stops accepting, lets
+/// entries say which are TLS or PROXY) until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish for up to `[server] drain_timeout` and returns.
 /// Each time `reloaded` changes, the listeners follow the current
 /// configuration's `[server] listen` (new addresses bound, old ones closed;
 /// their open connections finish) and new connections get its settings.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     current: Current,
     mut reloaded: watch::Receiver<()>,
     shutdown: impl Future<Output = ()>,
@@ -128,11 +119,17 @@ pub async fn serve(
     });
     // Addresses as configured (port 0 in tests) map to what they were bound to.
     let mut configured: Vec<Listen> = server_config.listen.clone();
-    let mut loops: HashMap<SocketAddr, watch::Sender<Mode>> = HashMap::new();
+    let mut loops: HashMap<Bound, watch::Sender<Mode>> = HashMap::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let tls = configured.get(i).is_some_and(|l| l.tls);
-        if let Ok(addr) = listener.local_addr() {
-            loops.insert(addr, start_accepting(listener, tls, shared.clone()));
+        let mode = configured.get(i).map_or(
+            Mode::Serve {
+                tls: false,
+                proxy_protocol: false,
+            },
+            Mode::of,
+        );
+        if let Some(bound) = listener.bound() {
+            loops.insert(bound, start_accepting(listener, mode, shared.clone()));
         }
     }
 
@@ -182,38 +179,60 @@ pub async fn serve(
     }
 }
 
+/// Whether an address is bound to itself again (not port 0, which binds
+/// to another port each time).
+fn fixed(addr: &ListenAddr) -> bool {
+    match addr {
+        ListenAddr::Tcp(addr) => addr.port() != 0,
+        ListenAddr::AllInterfaces(port) => *port != 0,
+        ListenAddr::Unix(_) => true,
+    }
+}
+
 /// Binds the addresses that are new in `wanted`, stops the loops of those
-/// that are gone, and switches those whose `tls` changed. A bind failure is
+/// that are gone, and switches those whose `tls` or `proxy_protocol`
+/// changed (a Unix socket whose `mode` changed gets it). A bind failure is
 /// logged and the rest goes on.
 async fn follow_listen(
     wanted: &[Listen],
     before: &[Listen],
-    loops: &mut HashMap<SocketAddr, watch::Sender<Mode>>,
+    loops: &mut HashMap<Bound, watch::Sender<Mode>>,
     shared: &Arc<Shared>,
 ) {
-    // The same (non-zero) port on both sides, only `tls` differs.
-    let stays = |addr: &SocketAddr, other: &[Listen]| {
-        addr.port() != 0 && other.iter().any(|l| l.addr == *addr)
-    };
+    // The same fixed address on both sides, only its settings differ.
+    let stays =
+        |l: &Listen, other: &[Listen]| fixed(&l.addr) && other.iter().any(|o| o.addr == l.addr);
     for switched in wanted
         .iter()
-        .filter(|a| !before.contains(a) && stays(&a.addr, before))
+        .filter(|l| !before.contains(l) && stays(l, before))
     {
-        if let Some(mode) = loops.get(&switched.addr) {
-            let _ = mode.send(Mode::of(switched.tls));
-            tracing::info!(addr = %switched.addr, tls = switched.tls, "listener switched (reload)");
+        for (bound, mode) in loops.iter().filter(|(b, _)| b.is_from(&switched.addr)) {
+            let _ = mode.send(Mode::of(switched));
+            if let (Bound::Unix(path), Some(bits)) = (bound, switched.mode) {
+                use std::os::unix::fs::PermissionsExt;
+                if let Err(error) =
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))
+                {
+                    tracing::error!(addr = %bound, %error, "cannot change the socket's mode");
+                }
+            }
+            tracing::info!(
+                addr = %bound,
+                tls = switched.tls,
+                proxy_protocol = switched.proxy_protocol,
+                "listener switched (reload)"
+            );
         }
     }
     for gone in before
         .iter()
-        .filter(|a| !wanted.contains(a) && !stays(&a.addr, wanted))
+        .filter(|l| !wanted.contains(l) && !stays(l, wanted))
     {
-        let addr = &gone.addr;
-        // Port-0 addresses were bound to another port: match by IP then.
-        let bound: Vec<SocketAddr> = loops
+        // Port-0 addresses were bound to another port: matched by IP.
+        let bound: Vec<Bound> = loops
             .keys()
-            .filter(|b| *b == addr || (addr.port() == 0 && b.ip() == addr.ip()))
-            .copied()
+            .filter(|b| b.is_from(&gone.addr))
+            .cloned()
             .collect();
         for b in bound {
             if let Some(mode) = loops.remove(&b) {
@@ -224,29 +243,35 @@ async fn follow_listen(
     }
     for new in wanted
         .iter()
-        .filter(|a| !before.contains(a) && !stays(&a.addr, before))
+        .filter(|l| !before.contains(l) && !stays(l, before))
     {
-        let addr = &new.addr;
-        match listen(*addr).await {
+        match bind(new).await {
             Ok(listener) => {
-                let bound = listener.local_addr().unwrap_or(*addr);
-                tracing::info!(addr = %bound, tls = new.tls, "shellac listening (reload)");
-                loops.insert(bound, start_accepting(listener, new.tls, shared.clone()));
+                let Some(bound) = listener.bound() else {
+                    continue;
+                };
+                tracing::info!(addr = %bound, tls = new.tls, proxy_protocol = new.proxy_protocol, "shellac listening (reload)");
+                loops.insert(
+                    bound,
+                    start_accepting(listener, Mode::of(new), shared.clone()),
+                );
             }
             Err(error) => {
-                tracing::error!(%addr, %error, "cannot listen on the new address; keeping the others")
+                tracing::error!(addr = %new.addr, %error, "cannot listen on the new address; keeping the others")
             }
         }
     }
 }
 
-fn start_accepting(listener: TcpListener, tls: bool, shared: Arc<Shared>) -> watch::Sender<Mode> {
-    let (mode_tx, mode_rx) = watch::channel(Mode::of(tls));
+fn start_accepting(listener: Listener, mode: Mode, shared: Arc<Shared>) -> watch::Sender<Mode> {
+    let (mode_tx, mode_rx) = watch::channel(mode);
     tokio::spawn(accept_loop(listener, shared, mode_rx));
     mode_tx
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut mode: watch::Receiver<Mode>) {
+/// Accepts until stopped; the listener (and a Unix socket's file) goes
+/// when it returns.
+async fn accept_loop(listener: Listener, shared: Arc<Shared>, mut mode: watch::Receiver<Mode>) {
     let mut stop_rx = shared.stop_rx.clone();
     loop {
         let accepted = tokio::select! {
@@ -259,80 +284,156 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut mode: watch
                 continue;
             }
         };
-        let tls = *mode.borrow() == Mode::Tls;
-        let (stream, client) = match accepted {
-            Ok(pair) => pair,
+        let Mode::Serve {
+            tls,
+            proxy_protocol,
+        } = *mode.borrow()
+        else {
+            return;
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                start_connection(stream, ClientAddr::Ip(peer), tls, proxy_protocol, &shared)
+            }
+            Ok(Accepted::Unix(stream)) => {
+                start_connection(stream, ClientAddr::Unix, tls, proxy_protocol, &shared)
+            }
             Err(error) => {
                 // Out of file descriptors and the like: wait a moment rather
                 // than spin on an error that will repeat at once.
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let current = shared.current.clone();
-        let settings = shared.settings.load_full();
-        let acceptor = if tls {
-            match shared.tls.load_full() {
-                Some(acceptor) => Some(acceptor),
-                None => {
-                    tracing::warn!(client = %client, "TLS listener without certificates: connection closed");
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        let permit = match shared.cap.load_full() {
-            None => None,
-            Some(cap) => match cap.try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    tracing::warn!(client = %client, "max_connections reached: answering 503");
-                    let proxy = current.load_full();
-                    tokio::spawn(async move {
-                        match acceptor {
-                            None => conn::refuse_connection(stream, proxy, &settings).await,
-                            Some(acceptor) => {
-                                if let Some(stream) =
-                                    tls::handshake(&acceptor, stream, client, &settings).await
-                                {
-                                    conn::refuse_connection(stream, proxy, &settings).await
-                                }
-                            }
-                        }
-                    });
-                    continue;
-                }
-            },
-        };
-        let stop_rx = shared.stop_rx.clone();
-        let drain_tx = shared.drain_tx.clone();
-        // Boxed before it is spawned: the connection's future is several
-        // KiB, and tokio moves a task's future by value a few times as it
-        // starts and finishes it; boxed, those moves copy a pointer. On
-        // connection churn that was about a tenth of the instructions per
-        // connection (callgrind).
-        tokio::spawn(Box::pin(async move {
-            match acceptor {
-                None => {
-                    conn::serve_connection(stream, client, current, &settings, stop_rx, false).await
-                }
-                Some(acceptor) => {
-                    serve_tls(stream, client, &acceptor, current, &settings, stop_rx).await
-                }
-            }
-            drop(permit);
-            drop(drain_tx);
-        }));
+        }
     }
+}
+
+/// Takes a `max_connections` permit for a connection just accepted from
+/// `peer` and spawns its task (or the 503 refusal when none is free).
+fn start_connection<S: Stream>(
+    stream: S,
+    peer: ClientAddr,
+    tls: bool,
+    proxy_protocol: bool,
+    shared: &Shared,
+) {
+    let current = shared.current.clone();
+    let settings = shared.settings.load_full();
+    let acceptor = if tls {
+        match shared.tls.load_full() {
+            Some(acceptor) => Some(acceptor),
+            None => {
+                tracing::warn!(client = %peer, "TLS listener without certificates: connection closed");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let permit = match shared.cap.load_full() {
+        None => None,
+        Some(cap) => match cap.try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                tracing::warn!(client = %peer, "max_connections reached: answering 503");
+                tokio::spawn(async move {
+                    refuse(stream, peer, proxy_protocol, acceptor, current, &settings).await
+                });
+                return;
+            }
+        },
+    };
+    let stop_rx = shared.stop_rx.clone();
+    let drain_tx = shared.drain_tx.clone();
+    // Boxed before it is spawned: the connection's future is several
+    // KiB, and tokio moves a task's future by value a few times as it
+    // starts and finishes it; boxed, those moves copy a pointer. On
+    // connection churn that was about a tenth of the instructions per
+    // connection (callgrind).
+    tokio::spawn(Box::pin(async move {
+        serve_accepted(
+            stream,
+            peer,
+            proxy_protocol,
+            acceptor,
+            current,
+            &settings,
+            stop_rx,
+        )
+        .await;
+        drop(permit);
+        drop(drain_tx);
+    }));
+}
+
+/// One accepted connection: its PROXY header on a `proxy_protocol`
+/// listener, its TLS handshake on a TLS one, then HTTP.
+async fn serve_accepted<S: Stream>(
+    mut stream: S,
+    peer: ClientAddr,
+    proxy_protocol: bool,
+    acceptor: Option<Arc<TlsAcceptor>>,
+    current: Current,
+    settings: &Settings,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let client = if proxy_protocol {
+        let read = tokio::select! {
+            read = proxy_protocol::read_header(&mut stream, peer, settings.proxy_header_timeout()) => read,
+            _ = stop_rx.changed() => return,
+        };
+        match read {
+            Ok(client) => client,
+            Err(error) => return refused_header(&current, peer, &error),
+        }
+    } else {
+        peer
+    };
+    match acceptor {
+        None => conn::serve_connection(stream, client, current, settings, stop_rx, false).await,
+        Some(acceptor) => serve_tls(stream, client, &acceptor, current, settings, stop_rx).await,
+    }
+}
+
+/// A connection over `max_connections`: its PROXY header and handshake
+/// still, so that it can be answered the 503 in what it speaks.
+async fn refuse<S: Stream>(
+    mut stream: S,
+    peer: ClientAddr,
+    proxy_protocol: bool,
+    acceptor: Option<Arc<TlsAcceptor>>,
+    current: Current,
+    settings: &Settings,
+) {
+    if proxy_protocol {
+        let read =
+            proxy_protocol::read_header(&mut stream, peer, settings.proxy_header_timeout()).await;
+        if let Err(error) = read {
+            return refused_header(&current, peer, &error);
+        }
+    }
+    let proxy = current.load_full();
+    match acceptor {
+        None => conn::refuse_connection(stream, proxy, settings).await,
+        Some(acceptor) => {
+            if let Some(stream) = tls::handshake(&acceptor, stream, peer, settings).await {
+                conn::refuse_connection(stream, proxy, settings).await
+            }
+        }
+    }
+}
+
+/// Counts and logs a connection closed for its PROXY header.
+fn refused_header(current: &Current, peer: ClientAddr, error: &proxy_protocol::HeaderError) {
+    current.load().ops().metrics.proxy_protocol_errors.inc();
+    proxy_protocol::log_refused(peer, error);
 }
 
 /// A TLS connection: the handshake (bounded by `header_timeout`, given up
 /// on shutdown), then the same connection code as plain HTTP.
-async fn serve_tls(
-    stream: TcpStream,
-    client: SocketAddr,
+async fn serve_tls<S: Stream>(
+    stream: S,
+    client: ClientAddr,
     acceptor: &TlsAcceptor,
     current: Current,
     settings: &Settings,

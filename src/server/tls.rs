@@ -15,21 +15,22 @@
 //! and answered with a bare `400` saying so, then closed — as nginx does;
 //! left to rustls it would get a TLS alert, which curl shows as "Received
 //! HTTP/0.9". Anything else that is not TLS fails the handshake and is
-//! closed at once.
+//! closed at once. (On a Unix-socket listener the first byte cannot be
+//! peeked, see `listener::Stream`: plain HTTP there fails the handshake.)
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::conn::Settings;
+use super::listener::Stream;
 use crate::config::{TlsConfig, TlsVersion};
+use crate::peer::ClientAddr;
 
 /// The ALPN protocols offered, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -69,17 +70,16 @@ pub(super) fn acceptor(tls: &TlsConfig) -> Option<TlsAcceptor> {
 /// decrypted stream, or none when the client
 /// failed it (plain HTTP on a TLS port, an unknown protocol version, too
 /// slow), which is logged at debug and closes the connection.
-pub(super) async fn handshake(
+pub(super) async fn handshake<S: Stream>(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
-    client: SocketAddr,
+    stream: S,
+    client: ClientAddr,
     settings: &Settings,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<TlsStream<S>> {
     let timeout = settings.handshake_timeout();
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+    match tokio::time::timeout_at(deadline, stream.peek_first()).await {
+        Ok(Ok(Some(first))) if first.is_ascii_uppercase() => {
             tracing::debug!(client = %client, "plain HTTP on a TLS listener: answered 400");
             refuse_plain_http(stream).await;
             return None;
@@ -111,7 +111,7 @@ pub(super) async fn handshake(
 /// first (FIN), then what the client still sends is read and dropped for
 /// up to a second, so that closing with unread bytes does not reset the
 /// connection before the client has read the answer.
-async fn refuse_plain_http(mut stream: TcpStream) {
+async fn refuse_plain_http<S: Stream>(mut stream: S) {
     let bound = std::time::Duration::from_secs(1);
     let _ = tokio::time::timeout(bound, async {
         stream.write_all(PLAIN_HTTP_ON_TLS).await?;

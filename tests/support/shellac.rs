@@ -16,7 +16,10 @@ use tokio::task::JoinHandle;
 
 /// Shellac running inside the test process.
 pub struct Shellac {
+    /// The first TCP listener (`0.0.0.0:0` when there is none).
     pub addr: SocketAddr,
+    /// Every listener, in the order of `[server] listen`.
+    pub bound: Vec<shellac::server::Bound>,
     /// The admin listener, when the config has `[admin] listen`.
     pub admin: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -31,8 +34,25 @@ impl Shellac {
         config.server.listen = vec![shellac::config::Listen::plain(
             "127.0.0.1:0".parse().expect("addr"),
         )];
+        Shellac::launch(config).await
+    }
+
+    /// Starts Shellac with `toml` keeping its `[server] listen` as written
+    /// (port-0 TCP addresses, Unix sockets, `proxy_protocol` and `":port"`
+    /// listeners); [`Shellac::bound`] says where each one is.
+    pub async fn start_as_configured(toml: &str) -> Shellac {
+        let config = shellac::Config::parse(Path::new("test.toml"), toml)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Shellac::launch(config).await
+    }
+
+    async fn launch(config: shellac::Config) -> Shellac {
         let listeners = shellac::bind(&config).await.expect("bind shellac");
-        let addr = shellac::local_addrs(&listeners)[0];
+        let bound = listeners.iter().filter_map(|l| l.bound()).collect();
+        let addr = shellac::local_addrs(&listeners)
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let admin_listener = shellac::bind_admin(&config).await.expect("bind admin");
         let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let launch = shellac::Launch {
@@ -46,6 +66,7 @@ impl Shellac {
         }));
         Shellac {
             addr,
+            bound,
             admin,
             shutdown: Some(tx),
             task: Some(task),

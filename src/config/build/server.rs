@@ -11,7 +11,7 @@ use crate::config::check::{cidrs, int_in, positive_duration, positive_size, reso
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::RawServer;
-use crate::config::{Listen, ServerConfig};
+use crate::config::{Listen, ListenAddr, ServerConfig};
 
 /// `[server]`, read from the configuration file at `path`.
 pub(super) fn build(
@@ -46,7 +46,7 @@ pub(super) fn build(
         drain_timeout: s.drain_timeout.map_or(defaults::DRAIN_TIMEOUT, |d| d.0),
         synthetic_template,
         debug_headers: s.debug_headers.unwrap_or(defaults::DEBUG_HEADERS),
-        trusted_proxies: cidrs(s.trusted_proxies.as_deref(), "server.trusted_proxies", loc)?,
+        trusted_proxies: trusted_proxies(s.trusted_proxies.as_deref(), loc)?,
         maintenance_file: s.maintenance_file.as_ref().map(PathBuf::from),
         send_timeout: positive_duration(s.send_timeout.as_ref(), defaults::SEND_TIMEOUT, loc)?,
         max_connections: match &s.max_connections {
@@ -78,74 +78,148 @@ pub(super) fn build(
 }
 
 /// `listen`: one address string, or an array whose entries are address
-/// strings (plain HTTP) or `{ address = "…", tls = true }` tables; each
-/// address resolved.
+/// strings (plain HTTP) or tables such as `{ address = "…", tls = true }`;
+/// each address resolved.
 fn listen(
     value: Option<&Spanned<toml::Value>>,
     loc: &Locator<'_>,
 ) -> Result<Vec<Listen>, ConfigError> {
-    let entries: Vec<(String, bool)> = match value {
-        None => vec![(defaults::LISTEN.to_string(), false)],
-        Some(value) => {
-            let expected = "expected an address string such as \"127.0.0.1:6081\", or an array \
-                 of them and of tables such as { address = \"127.0.0.1:6443\", tls = true }";
-            let fail = |why: &str| {
-                loc.error_at_key(
-                    Some(value.span()),
-                    "server.listen",
-                    format!("{expected}{why}"),
-                )
-            };
-            match value.get_ref() {
-                toml::Value::String(one) => vec![(one.clone(), false)],
-                toml::Value::Array(many) if !many.is_empty() => {
-                    let mut entries = Vec::with_capacity(many.len());
-                    for entry in many {
-                        entries.push(listen_entry(entry).map_err(|why| fail(&why))?);
-                    }
-                    entries
-                }
-                _ => return Err(fail("")),
-            }
-        }
+    let Some(value) = value else {
+        let addr =
+            resolve(defaults::LISTEN).map_err(|m| loc.error_at_key(None, "server.listen", m))?[0];
+        return Ok(vec![Listen::plain(addr)]);
     };
-    let mut listen = Vec::new();
-    for (text, tls) in &entries {
-        let addrs = resolve(text)
-            .map_err(|m| loc.error_at_key(value.map(|v| v.span()), "server.listen", m))?;
-        listen.push(Listen {
-            addr: addrs[0],
-            tls: *tls,
-        });
+    let fail = |why: String| loc.error_at_key(Some(value.span()), "server.listen", why);
+    let entries: Vec<&toml::Value> = match value.get_ref() {
+        one @ toml::Value::String(_) => vec![one],
+        toml::Value::Array(many) if !many.is_empty() => many.iter().collect(),
+        _ => return Err(fail(LISTEN_EXPECTED.to_string())),
+    };
+    let mut listen = Vec::with_capacity(entries.len());
+    for entry in entries {
+        listen.push(listen_entry(entry).map_err(fail)?);
     }
     Ok(listen)
 }
 
-/// One entry of a `listen` array: the address and whether it is TLS, or
-/// what is wrong with it (appended to the key's message).
-fn listen_entry(entry: &toml::Value) -> Result<(String, bool), String> {
-    match entry {
-        toml::Value::String(address) => Ok((address.clone(), false)),
-        toml::Value::Table(table) => {
-            if let Some(unknown) = table.keys().find(|k| *k != "address" && *k != "tls") {
-                return Err(format!(
-                    "; unknown key `{unknown}` in a listener table (expected `address`, `tls`)"
-                ));
-            }
-            let address = match table.get("address") {
-                Some(toml::Value::String(address)) => address.clone(),
-                Some(_) => return Err(String::from("; `address` must be a string")),
-                None => return Err(String::from("; a listener table needs `address`")),
-            };
-            let tls = match table.get("tls") {
-                None => false,
-                Some(toml::Value::Boolean(tls)) => *tls,
-                Some(_) => return Err(String::from("; `tls` must be true or false")),
-            };
-            Ok((address, tls))
+/// What `listen` may be, for errors about its shape.
+const LISTEN_EXPECTED: &str = "expected an address string such as \"127.0.0.1:6081\", \
+     \":6081\" or \"unix:/run/shellac/http.sock\", or an array of them and of tables such as \
+     { address = \"127.0.0.1:6443\", tls = true, proxy_protocol = true }";
+
+/// The keys a listener table may have.
+const LISTEN_KEYS: [&str; 4] = ["address", "tls", "proxy_protocol", "mode"];
+
+/// One entry of a `listen` array, or what is wrong with it.
+fn listen_entry(entry: &toml::Value) -> Result<Listen, String> {
+    let table = match entry {
+        toml::Value::String(address) => {
+            return Ok(Listen {
+                addr: listen_addr(address)?,
+                tls: false,
+                proxy_protocol: false,
+                mode: None,
+            })
         }
-        other => Err(format!(", found a {}", other.type_str())),
+        toml::Value::Table(table) => table,
+        other => return Err(format!("{LISTEN_EXPECTED}, found a {}", other.type_str())),
+    };
+    if let Some(unknown) = table.keys().find(|k| !LISTEN_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key `{unknown}` in a listener table (expected `address`, `tls`, \
+             `proxy_protocol`, `mode`)"
+        ));
     }
+    let addr = match table.get("address") {
+        Some(toml::Value::String(address)) => listen_addr(address)?,
+        Some(_) => {
+            return Err(String::from(
+                "a listener table's `address` must be a string",
+            ))
+        }
+        None => return Err(String::from("a listener table needs `address`")),
+    };
+    let flag = |key: &str| match table.get(key) {
+        None => Ok(false),
+        Some(toml::Value::Boolean(on)) => Ok(*on),
+        Some(other) => Err(format!(
+            "a listener's `{key}` must be true or false, found a {}",
+            other.type_str()
+        )),
+    };
+    let mode = match table.get("mode") {
+        None => None,
+        Some(toml::Value::String(text)) => Some(socket_mode(text)?),
+        Some(other) => {
+            return Err(format!(
+                "a listener's `mode` must be an octal string such as \"0660\", found a {}",
+                other.type_str()
+            ))
+        }
+    };
+    if mode.is_some() && !matches!(addr, ListenAddr::Unix(_)) {
+        return Err(String::from(
+            "a listener's `mode` applies only to a Unix socket (an address \"unix:PATH\")",
+        ));
+    }
+    Ok(Listen {
+        addr,
+        tls: flag("tls")?,
+        proxy_protocol: flag("proxy_protocol")?,
+        mode,
+    })
+}
+
+/// A listen address: `unix:PATH`, `:PORT` (every interface) or `host:port`.
+fn listen_addr(text: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(String::from("\"unix:\" needs a socket path after it"));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    if let Some(port) = text.strip_prefix(':') {
+        return match port.parse::<u16>() {
+            Ok(port) => Ok(ListenAddr::AllInterfaces(port)),
+            Err(_) => Err(format!(
+                "expected a port from 0 to 65535 after `:`, found \"{text}\""
+            )),
+        };
+    }
+    resolve(text).map(|addrs| ListenAddr::Tcp(addrs[0]))
+}
+
+/// `mode`: octal permission bits, at most `0777` (no setuid and the like
+/// on a socket).
+fn socket_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o777 && !text.is_empty() => Ok(mode),
+        _ => Err(format!(
+            "a listener's `mode` must be octal permission bits from \"0000\" to \"0777\", \
+             found \"{text}\""
+        )),
+    }
+}
+
+/// `trusted_proxies`: CIDRs and addresses, and `"unix:"` for every
+/// Unix-socket peer (nginx's `set_real_ip_from unix:`). A Unix-socket peer
+/// stands for `0.0.0.0` wherever an IP is needed (`peer::UNIX_IP`, as
+/// Varnish's `client.ip`), so `"unix:"` is kept as `0.0.0.0/32`, which no
+/// TCP peer can be.
+fn trusted_proxies(
+    values: Option<&[Spanned<String>]>,
+    loc: &Locator<'_>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let values = values.unwrap_or(&[]);
+    let (unix, nets): (Vec<_>, Vec<_>) = values
+        .iter()
+        .cloned()
+        .partition(|v| v.get_ref().trim() == "unix:");
+    let mut trusted = cidrs(Some(&nets), "server.trusted_proxies", loc)?;
+    if !unix.is_empty() {
+        trusted.push(ipnet::IpNet::from(std::net::IpAddr::from([0, 0, 0, 0])));
+    }
+    Ok(trusted)
 }
 
 /// `synthetic_template`: the file's text, read now; a relative path is
