@@ -901,3 +901,28 @@ async fn a_unix_listener_has_the_connection_cap_and_trusts_unix_peers_when_told(
     drop(held);
     shellac.stop().await;
 }
+
+#[tokio::test]
+async fn purge_allow_unix_admits_unix_socket_clients_only() {
+    let origin = Origin::fixed(cacheable("purgeable")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("purge.sock");
+    let listen = format!("[\"127.0.0.1:0\", \"unix:{}\"]", socket.display());
+    let shellac = Shellac::start_as_configured(&config(
+        &listen,
+        origin.addr,
+        "[cache]\npurge_allow = [\"unix:\"]\n",
+    ))
+    .await;
+    let purge = b"PURGE /p HTTP/1.1\r\nhost: edge.test\r\nconnection: close\r\n\r\n";
+    let local = UnixStream::connect(&socket).await.expect("connect");
+    let answer = exchange(local, &[purge], Duration::ZERO)
+        .await
+        .expect("answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A TCP client is not a Unix-socket client, loopback or not.
+    let answer = over_tcp(tcp(&shellac, 0), &[purge]).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    shellac.stop().await;
+}

@@ -104,6 +104,14 @@ pub(super) fn cidrs(
     let mut nets = Vec::new();
     for value in values.unwrap_or(&[]) {
         let text = value.get_ref().trim();
+        if text == "unix:" {
+            // Every Unix-socket peer (nginx's `set_real_ip_from unix:`).
+            // Such a peer stands for `0.0.0.0` wherever an IP is needed
+            // (`peer::UNIX_IP`, as Varnish's `client.ip`), so it is kept
+            // as `0.0.0.0/32`, which no TCP peer can be.
+            nets.push(IpNet::from(IpAddr::from([0, 0, 0, 0])));
+            continue;
+        }
         let net = text
             .parse::<IpNet>()
             .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
@@ -112,7 +120,7 @@ pub(super) fn cidrs(
                     Some(value.span()),
                     key,
                     format!(
-                        "expected a CIDR such as \"10.0.0.0/8\" or an address, found \"{text}\""
+                        "expected a CIDR such as \"10.0.0.0/8\", an address or \"unix:\", found \"{text}\""
                     ),
                 )
             })?;

@@ -46,7 +46,7 @@ pub(super) fn build(
         drain_timeout: s.drain_timeout.map_or(defaults::DRAIN_TIMEOUT, |d| d.0),
         synthetic_template,
         debug_headers: s.debug_headers.unwrap_or(defaults::DEBUG_HEADERS),
-        trusted_proxies: trusted_proxies(s.trusted_proxies.as_deref(), loc)?,
+        trusted_proxies: cidrs(s.trusted_proxies.as_deref(), "server.trusted_proxies", loc)?,
         maintenance_file: s.maintenance_file.as_ref().map(PathBuf::from),
         send_timeout: positive_duration(s.send_timeout.as_ref(), defaults::SEND_TIMEOUT, loc)?,
         max_connections: match &s.max_connections {
@@ -199,27 +199,6 @@ fn socket_mode(text: &str) -> Result<u32, String> {
              found \"{text}\""
         )),
     }
-}
-
-/// `trusted_proxies`: CIDRs and addresses, and `"unix:"` for every
-/// Unix-socket peer (nginx's `set_real_ip_from unix:`). A Unix-socket peer
-/// stands for `0.0.0.0` wherever an IP is needed (`peer::UNIX_IP`, as
-/// Varnish's `client.ip`), so `"unix:"` is kept as `0.0.0.0/32`, which no
-/// TCP peer can be.
-fn trusted_proxies(
-    values: Option<&[Spanned<String>]>,
-    loc: &Locator<'_>,
-) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    let values = values.unwrap_or(&[]);
-    let (unix, nets): (Vec<_>, Vec<_>) = values
-        .iter()
-        .cloned()
-        .partition(|v| v.get_ref().trim() == "unix:");
-    let mut trusted = cidrs(Some(&nets), "server.trusted_proxies", loc)?;
-    if !unix.is_empty() {
-        trusted.push(ipnet::IpNet::from(std::net::IpAddr::from([0, 0, 0, 0])));
-    }
-    Ok(trusted)
 }
 
 /// `synthetic_template`: the file's text, read now; a relative path is
