@@ -13,7 +13,10 @@
 //!          → store.rs (304 refresh, a busy object filled by its own task, hit-for-miss)
 //!          → deliver.rs
 //!          → failed: rescue.rs (stale-if-error, else the synthetic 503)
-//!   exit: one log line and the metrics, from RequestCtx
+//!   tunnel (tunnel.rs): an Upgrade request, never the cache: a fresh
+//!          backend connection (fetch.rs), a 101 relayed and then a byte pipe
+//!   exit: one log line and the metrics, from RequestCtx (a tunnel's line
+//!         when it closes)
 //! ```
 
 mod context;
@@ -29,6 +32,7 @@ mod rescue;
 pub mod route;
 mod setup;
 mod store;
+mod tunnel;
 mod upstream;
 
 use std::future::Future;
@@ -42,6 +46,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 
 pub use context::{Attempt, Outcome, RequestCtx};
+pub use tunnel::Tunnel;
 
 use crate::access_log::AccessLogger;
 use crate::body::{self, Body, RequestBodyState};
@@ -110,6 +115,8 @@ enum Next {
         waiter: Waiter,
         stale: Option<Arc<CachedObject>>,
     },
+    /// An Upgrade request (WebSocket): a tunnel to the backend, never the cache.
+    Tunnel,
 }
 
 /// Everything a request needs: configuration, cache and backends.
@@ -163,7 +170,13 @@ impl Proxy {
                 let proxy = self.clone();
                 Handled::Waiting(Box::pin(async move {
                     let response = proxy.wait(waiting, &mut ctx).await;
-                    proxy.exit(&mut ctx, &uri, log_head, response)
+                    match ctx.tunnel.take() {
+                        // A 101: the log line waits for the tunnel's end.
+                        Some(pending) => {
+                            proxy.exit_into_tunnel(ctx, uri, log_head, response, *pending)
+                        }
+                        None => proxy.exit(&mut ctx, &uri, log_head, response),
+                    }
                 }))
             }
         }
@@ -201,7 +214,18 @@ impl Proxy {
             exchange.body_state = Some(state);
         }
 
-        // 3. Requests that may not use the cache go straight to the backend.
+        // 3. Requests that may not use the cache go straight to the backend;
+        // an Upgrade request (WebSocket) becomes a tunnel.
+        if tunnel::is_requested(&parts) {
+            ctx.outcome = Outcome::Pass;
+            exchange.mode = RequestMode::Pass;
+            return Started::Waiting(Box::new(Waiting {
+                exchange,
+                parts,
+                body,
+                next: Next::Tunnel,
+            }));
+        }
         if exchange.mode != RequestMode::Lookup {
             ctx.outcome = Outcome::Pass;
             let next = Next::Fetch { stale: None };
@@ -282,6 +306,7 @@ impl Proxy {
                 Next::Fetch { stale } => {
                     return self.fetch(ctx, &exchange, parts, body, stale, None).await;
                 }
+                Next::Tunnel => return self.tunnel(ctx, &exchange, parts, body).await,
                 Next::Lead { guard, stale } => {
                     // The writer asks the shared second tier before the backend.
                     let stale = match self.look_l2(ctx, &exchange, &parts, stale).await {

@@ -32,7 +32,6 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
@@ -40,7 +39,7 @@ use tokio::time::Sleep;
 use super::framing::FramingWatch;
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
 use crate::generation::Current;
-use crate::proxy::Handled;
+use crate::proxy::{Handled, Tunnel};
 
 /// Bytes read from the client per read call (the framing watch sees them
 /// on the way through).
@@ -74,6 +73,8 @@ pub struct Settings {
     timeout_idle: Duration,
     send_timeout: Duration,
     header_timeout: Duration,
+    /// How long an open Upgrade tunnel may go on once shutdown begins.
+    drain_timeout: Duration,
 }
 
 impl Settings {
@@ -96,6 +97,7 @@ impl Settings {
             timeout_idle: config.timeout_idle,
             send_timeout: config.send_timeout,
             header_timeout: config.header_timeout,
+            drain_timeout: config.drain_timeout,
         }
     }
 
@@ -201,6 +203,11 @@ pub(super) async fn serve_connection<S>(
                 }
             };
             activity.touch();
+            let mut response = response;
+            if let Some(tunnel) = Tunnel::take(&mut response) {
+                *activity.tunnel.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Some(tunnel);
+            }
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -222,13 +229,75 @@ pub(super) async fn serve_connection<S>(
     };
     match protocol {
         Protocol::Http1 => {
-            let connection = settings.http1.serve_connection(io, service);
-            watch_connection(connection, client, &activity, settings, stop_rx).await
+            let connection = settings.http1.serve_connection(io, service).with_upgrades();
+            watch_connection(connection, client, &activity, settings, stop_rx.clone()).await;
+            // A 101 hands the connection over to its tunnel: it goes on in
+            // this task, which keeps the connection's permit and the drain
+            // waiting for it.
+            let tunnel = activity
+                .tunnel
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(tunnel) = tunnel {
+                run_tunnel(tunnel, settings.drain_timeout, stop_rx).await;
+            }
         }
         Protocol::Http2 => {
             let connection = settings.http2.serve_connection(io, service);
             watch_connection(connection, client, &activity, settings, stop_rx).await
         }
+    }
+}
+
+/// Drives an open Upgrade tunnel to its end; once shutdown has begun it
+/// gets `drain_timeout` more, then it is dropped, which closes both of its
+/// connections (and writes its log line).
+async fn run_tunnel(tunnel: Tunnel, drain_timeout: Duration, mut stop_rx: watch::Receiver<bool>) {
+    tokio::pin!(tunnel);
+    if !*stop_rx.borrow_and_update() {
+        tokio::select! {
+            _ = &mut tunnel => return,
+            _ = stop_rx.changed() => {}
+        }
+    }
+    if tokio::time::timeout(drain_timeout, tunnel).await.is_err() {
+        tracing::info!("drain_timeout expired: closing an Upgrade tunnel");
+    }
+}
+
+/// A hyper connection that can be asked to close gracefully: hyper-util's
+/// `GracefulConnection`, which does not cover HTTP/1's
+/// `UpgradeableConnection` (the one that hands a connection over after a
+/// `101`).
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: Read + Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: Read + Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
     }
 }
 
@@ -241,7 +310,7 @@ async fn watch_connection<C>(
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
 ) where
-    C: GracefulConnection<Error = hyper::Error>,
+    C: Graceful,
 {
     tokio::pin!(connection);
     let idle_check = settings
@@ -331,6 +400,9 @@ struct Activity {
     /// half of `waited`; `flooded` says it was.
     reset_flood: tokio::sync::Notify,
     flooded: std::sync::atomic::AtomicBool,
+    /// The tunnel a `101` opened, for the connection's task to drive once
+    /// hyper has handed the connection over.
+    tunnel: Mutex<Option<Tunnel>>,
 }
 
 impl Activity {
@@ -343,6 +415,7 @@ impl Activity {
             abandoned: AtomicUsize::new(0),
             reset_flood: tokio::sync::Notify::new(),
             flooded: std::sync::atomic::AtomicBool::new(false),
+            tunnel: Mutex::new(None),
         }
     }
 
