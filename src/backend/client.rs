@@ -263,17 +263,17 @@ impl<B: RequestBody> BackendClient<B> {
             stream,
             received: received.clone(),
         };
-        let (mut sender, connection) = self
-            .builder
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| {
-                let error = FetchError::Protocol {
-                    backend: self.name.clone(),
-                    source,
-                };
-                SendFailure::sent(error, None)
-            })?;
+        let (mut sender, connection) =
+            self.builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| {
+                    let error = FetchError::Protocol {
+                        backend: self.name.clone(),
+                        source,
+                    };
+                    SendFailure::sent(error, None)
+                })?;
         let name = self.name.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {

@@ -165,7 +165,11 @@ pub(super) async fn upgrade(
             .first_byte_timeout
             .unwrap_or(backend.client.config().first_byte_timeout);
         let sent_at = std::time::Instant::now();
-        let failure = match backend.client.send_upgrade(req, timeout, run.deadline).await {
+        let failure = match backend
+            .client
+            .send_upgrade(req, timeout, run.deadline)
+            .await
+        {
             Ok(response) => {
                 run.note_answer(&response, &slot, first_here, sent_at, ctx);
                 return Ok(hold_slot(response, slot));

@@ -15,8 +15,9 @@
 //!   ([`UpgradeFields`]).
 //! - **Answers.** A `101` is relayed and the tunnel opens; any other answer
 //!   (200, 400, 426…) is relayed as a pass response and never stored.
-//! - **The pipe** moves bytes both ways until either side closes, or until
-//!   nothing moved either way for the backend's `pipe_timeout` ([`pipe`]).
+//! - **The pipe** moves bytes both ways until either side closes (then
+//!   both are closed), or until nothing moved either way for the backend's
+//!   `pipe_timeout` ([`pipe`]).
 //! - **While open** it counts as a request in flight: it keeps the
 //!   backend's slot (`max_connections`, its queue) through the `101`'s body,
 //!   which it holds, and the server's connection task drives it
@@ -174,8 +175,7 @@ impl Proxy {
         let fields = UpgradeFields::of(&parts.headers);
         let (peer, tls) = (ctx.client, ctx.tls);
         let backend_head = |parts: Parts| {
-            let (mut parts, _) =
-                self.backend_head(parts, peer, tls, exchange, None, false, false);
+            let (mut parts, _) = self.backend_head(parts, peer, tls, exchange, None, false, false);
             fields.restore(&mut parts.headers);
             parts
         };
@@ -184,11 +184,22 @@ impl Proxy {
         let pool = &self.backends.pools[exchange.pool];
         let route = &self.config.routes[exchange.route];
         let key = exchange.key.as_str();
-        let fetched =
-            fetch::upgrade(pool, route, &self.config.retry, key, first, body, &again, ctx).await;
+        let fetched = fetch::upgrade(
+            pool,
+            route,
+            &self.config.retry,
+            key,
+            first,
+            body,
+            &again,
+            ctx,
+        )
+        .await;
         let response = match fetched {
             Ok(response) => response,
-            Err(error) => return self.fetch_failed(ctx, exchange, pool, error, &client, None, None),
+            Err(error) => {
+                return self.fetch_failed(ctx, exchange, pool, error, &client, None, None)
+            }
         };
         match (response.status(), client_upgrade) {
             (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) => {
@@ -320,8 +331,10 @@ struct Open {
 /// How a tunnel ended (for the debug log).
 #[derive(Debug)]
 enum Ended {
-    /// Both sides closed their end.
-    Closed,
+    /// The client closed its end (or its connection failed).
+    ClientClosed,
+    /// The backend closed its end (or its connection failed).
+    BackendClosed,
     /// Nothing moved either way for `pipe_timeout`.
     Idle,
     /// An upgrade did not complete (the client left before the `101` was
@@ -372,12 +385,14 @@ impl Drop for Open {
     }
 }
 
-/// Copies bytes both ways until both sides have closed their end, or until
-/// nothing moved either way for `idle` (`pipe_timeout`). Each direction
-/// runs on its own, so one side that does not read never stops the other
-/// from being read; an end of stream from one side is passed on as a
-/// shutdown of the other's writing half (WebSocket's close handshake needs
-/// the other direction to go on until its own close).
+/// Copies bytes both ways until either side closes its end (what it sent
+/// before is passed on first, then the end), or until nothing moved either
+/// way for `idle` (`pipe_timeout`); then both connections are closed, as
+/// nginx ends an upgraded connection. Waiting for the other side's own end
+/// would keep a tunnel (and its permit and slot) open as long as a client
+/// that keeps its socket after the WebSocket close handshake. Each
+/// direction runs on its own, so a side that does not read never stops the
+/// other from being read.
 async fn pipe<C, B>(
     client: C,
     backend: B,
@@ -416,7 +431,8 @@ where
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(up, down) } => Ended::Closed,
+        _ = up => Ended::ClientClosed,
+        _ = down => Ended::BackendClosed,
         _ = silence => Ended::Idle,
     }
 }
@@ -471,9 +487,15 @@ mod tests {
 
     #[test]
     fn only_http11_connection_upgrade_with_an_upgrade_field_asks_for_a_tunnel() {
-        let ws = [("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")];
+        let ws = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ];
         assert!(is_requested(&upgradable(Version::HTTP_11, &ws)));
-        assert!(!is_requested(&parts(Version::HTTP_11, &ws)), "no upgrade pending");
+        assert!(
+            !is_requested(&parts(Version::HTTP_11, &ws)),
+            "no upgrade pending"
+        );
         assert!(!is_requested(&upgradable(Version::HTTP_10, &ws)));
         let no_connection = [("upgrade", "websocket")];
         assert!(!is_requested(&upgradable(Version::HTTP_11, &no_connection)));
@@ -497,7 +519,10 @@ mod tests {
         );
         let fields = UpgradeFields::of(&p.headers);
         headers::remove_hop_by_hop(&mut p.headers);
-        assert!(!p.headers.contains_key("sec-websocket-key"), "named in Connection");
+        assert!(
+            !p.headers.contains_key("sec-websocket-key"),
+            "named in Connection"
+        );
         fields.restore(&mut p.headers);
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");

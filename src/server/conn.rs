@@ -205,8 +205,10 @@ pub(super) async fn serve_connection<S>(
             activity.touch();
             let mut response = response;
             if let Some(tunnel) = Tunnel::take(&mut response) {
-                *activity.tunnel.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                    Some(tunnel);
+                *activity
+                    .tunnel
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tunnel);
             }
             Ok::<_, std::convert::Infallible>(response)
         }

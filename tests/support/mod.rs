@@ -7,6 +7,7 @@
 pub mod origin;
 pub mod redis;
 pub mod shellac;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;
