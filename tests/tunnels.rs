@@ -399,3 +399,51 @@ async fn wss_through_a_tls_listener() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
+
+#[tokio::test]
+async fn a_tunnel_holds_its_backend_slot() {
+    let origin = WsOrigin::echo().await;
+    let extra = "[defaults]\nmax_connections = 1\nqueue_length = 0\n";
+    let shellac = Shellac::start(&config(origin.addr, extra)).await;
+    let mut first = ws::connect(shellac.addr, "/").await.expect("handshake");
+    assert!(ws::round_trip(&mut first, text("in")).await.is_some());
+    // The backend's one slot is the tunnel's: queue_full, a quick 503.
+    assert_eq!(
+        refused_with(ws::connect(shellac.addr, "/").await),
+        Some(503)
+    );
+    first.close(None).await.expect("close");
+    assert!(ws::closed_within(&mut first, Duration::from_secs(5)).await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut second = loop {
+        match ws::connect(shellac.addr, "/").await {
+            Ok(ws) => break ws,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("slot not released after the tunnel closed: {error}"),
+        }
+    };
+    assert!(ws::round_trip(&mut second, text("again")).await.is_some());
+}
+
+#[tokio::test]
+async fn a_refused_connect_moves_on_to_another_backend() {
+    let origin = WsOrigin::echo().await;
+    let dead = Origin::refusing().await;
+    let shellac = Shellac::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"dead\"\naddress = \"{dead}\"\n\
+         [[backend]]\nname = \"live\"\naddress = \"{}\"\n\
+         [[pool]]\nname = \"default\"\nbackends = [\"dead\", \"live\"]\n",
+        origin.addr
+    ))
+    .await;
+    for i in 0..4 {
+        let mut ws = ws::connect(shellac.addr, "/")
+            .await
+            .unwrap_or_else(|e| panic!("tunnel {i}: {e}"));
+        assert!(ws::round_trip(&mut ws, text("hi")).await.is_some());
+    }
+    assert_eq!(origin.connections(), 4);
+}

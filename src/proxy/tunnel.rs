@@ -480,7 +480,7 @@ mod tests {
     /// A request whose connection hyper holds ready to hand over.
     fn upgradable(version: Version, fields: &[(&str, &str)]) -> Parts {
         let mut p = parts(version, fields);
-        let pending = hyper::upgrade::on(&mut http::Request::new(()));
+        let pending = hyper::upgrade::on(http::Request::new(()));
         p.extensions.insert(pending);
         p
     }

@@ -42,6 +42,8 @@ impl WsOrigin {
                 c.fetch_add(1, Ordering::SeqCst);
                 let (open, handshakes) = (o.clone(), h.clone());
                 tokio::spawn(async move {
+                    // tungstenite's callback type, not ours.
+                    #[allow(clippy::result_large_err)]
                     let record = |req: &Request, res: Response| {
                         handshakes
                             .lock()
@@ -54,15 +56,11 @@ impl WsOrigin {
                         return;
                     };
                     open.fetch_add(1, Ordering::SeqCst);
+                    // tungstenite answers pings and closes itself.
                     while let Some(Ok(message)) = ws.next().await {
-                        match message {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(message).await.is_err() {
-                                    break;
-                                }
-                            }
-                            // tungstenite answers pings and closes itself.
-                            _ => {}
+                        let data = matches!(message, Message::Text(_) | Message::Binary(_));
+                        if data && ws.send(message).await.is_err() {
+                            break;
                         }
                     }
                     open.fetch_sub(1, Ordering::SeqCst);
