@@ -447,3 +447,30 @@ async fn a_refused_connect_moves_on_to_another_backend() {
     }
     assert_eq!(origin.connections(), 4);
 }
+
+#[tokio::test]
+async fn the_combined_log_line_of_a_tunnel_has_its_bytes_each_way() {
+    let origin = WsOrigin::echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let extra = format!("[log]\naccess = \"{}\"\n", path.display());
+    let shellac = Shellac::start(&config(origin.addr, &extra)).await;
+    let mut ws = ws::connect(shellac.addr, "/c").await.expect("handshake");
+    assert!(ws::round_trip(&mut ws, text("hello")).await.is_some());
+    ws.close(None).await.expect("close");
+    assert!(ws::closed_within(&mut ws, Duration::from_secs(5)).await);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(5), || !read().is_empty()).await);
+    let text = read();
+    let line = text.lines().next().unwrap_or_default();
+    assert!(line.contains("\"GET /c HTTP/1.1\" 101 "), "{line}");
+    assert!(line.contains(" pass "), "{line}");
+    let (_, moved) = line.rsplit_once(" tunnel=").expect("tunnel field");
+    let (up, down) = moved.split_once('/').expect("up/down");
+    let (up, down): (u64, u64) = (up.parse().expect("up"), down.parse().expect("down"));
+    assert!(up > 5 && down > 5, "{line}");
+    assert!(
+        line.contains(&format!(" 101 {down} ")),
+        "bytes is what the client got: {line}"
+    );
+}

@@ -175,6 +175,7 @@ pub(super) async fn serve_connection<S>(
         settings.send_timeout,
     );
     let service_activity = activity.clone();
+    let tunnel_framing = framing.clone();
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         // Each request runs on the generation current when it arrived;
         // a reload never changes the rules under a request in flight.
@@ -242,6 +243,10 @@ pub(super) async fn serve_connection<S>(
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take();
             if let Some(tunnel) = tunnel {
+                tunnel_framing
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .stop();
                 run_tunnel(tunnel, settings.drain_timeout, stop_rx).await;
             }
         }
