@@ -474,3 +474,26 @@ async fn the_combined_log_line_of_a_tunnel_has_its_bytes_each_way() {
         "bytes is what the client got: {line}"
     );
 }
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_ignored_and_the_request_cached() {
+    let origin = Origin::fixed(Reply::ok("page").header("cache-control", "max-age=60")).await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    // What `curl --http2 http://…` sends with every request.
+    let h2c = [
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+    ];
+    let first = send(shellac.addr, "GET", "/h2c", &h2c).await;
+    assert_eq!(
+        (first.status.as_u16(), first.header("x-cache")),
+        (200, Some("MISS"))
+    );
+    let second = send(shellac.addr, "GET", "/h2c", &h2c).await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(origin.requests(), 1);
+    let seen = &origin.seen()[0].headers;
+    assert!(!seen.contains_key("upgrade"), "{seen:?}");
+    assert!(!seen.contains_key("http2-settings"), "{seen:?}");
+}

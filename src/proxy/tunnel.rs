@@ -62,13 +62,23 @@ const SEC_WEBSOCKET: &str = "sec-websocket-";
 
 /// Whether the client's request asks for a tunnel: HTTP/1.1, `Connection`
 /// lists `upgrade` (in any case, among other options), an `Upgrade` field
-/// names a protocol, and hyper holds the connection ready to hand over.
+/// names a protocol other than `h2c`, and hyper holds the connection ready
+/// to hand over.
+///
+/// `h2c` alone is ignored, as RFC 9110 §7.8 lets a server do: it asks to
+/// turn this hop into HTTP/2, which Shellac speaks only with prior
+/// knowledge, and `curl --http2` sends it with every plain-HTTP request,
+/// which must go on using the cache (served as HTTP/1.1, the `Upgrade`
+/// dropped as any hop-by-hop field).
 pub(super) fn is_requested(parts: &Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts
             .headers
-            .get(header::UPGRADE)
-            .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
+            .get_all(header::UPGRADE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .any(|protocol| !protocol.is_empty() && !protocol.eq_ignore_ascii_case(b"h2c"))
         && parts
             .headers
             .get_all(header::CONNECTION)
@@ -501,8 +511,16 @@ mod tests {
         assert!(!is_requested(&upgradable(Version::HTTP_11, &no_connection)));
         let empty = [("connection", "upgrade"), ("upgrade", " ")];
         assert!(!is_requested(&upgradable(Version::HTTP_11, &empty)));
-        let other = [("connection", "UPGRADE"), ("upgrade", "h2c")];
+        let other = [("connection", "UPGRADE"), ("upgrade", "IRC/6.9")];
         assert!(is_requested(&upgradable(Version::HTTP_11, &other)));
+        let h2c = [
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ];
+        assert!(
+            !is_requested(&upgradable(Version::HTTP_11, &h2c)),
+            "served as HTTP/1.1"
+        );
     }
 
     #[test]
