@@ -497,3 +497,33 @@ async fn an_h2c_upgrade_is_ignored_and_the_request_cached() {
     assert!(!seen.contains_key("upgrade"), "{seen:?}");
     assert!(!seen.contains_key("http2-settings"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_sick_backend_gets_no_tunnel() {
+    let (sick, healthy) = (WsOrigin::echo().await, WsOrigin::echo().await);
+    let shellac = Shellac::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [\"admin.test\"]\n\
+         [[backend]]\nname = \"sick\"\naddress = \"{}\"\n\
+         [[backend]]\nname = \"healthy\"\naddress = \"{}\"\n\
+         [[pool]]\nname = \"default\"\nbackends = [\"sick\", \"healthy\"]\n",
+        sick.addr, healthy.addr
+    ))
+    .await;
+    let admin = shellac.admin.expect("admin listener");
+    let forced = support::send_body(
+        admin,
+        "POST",
+        "/backends/sick",
+        &[],
+        "{\"health\": \"sick\"}",
+    )
+    .await;
+    assert_eq!(forced.status, 200, "{}", forced.text());
+    for _ in 0..4 {
+        let mut ws = ws::connect(shellac.addr, "/").await.expect("handshake");
+        assert!(ws::round_trip(&mut ws, text("hi")).await.is_some());
+    }
+    assert_eq!(sick.connections(), 0);
+    assert_eq!(healthy.connections(), 4);
+}
