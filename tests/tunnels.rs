@@ -496,6 +496,16 @@ async fn an_h2c_upgrade_is_ignored_and_the_request_cached() {
     let seen = &origin.seen()[0].headers;
     assert!(!seen.contains_key("upgrade"), "{seen:?}");
     assert!(!seen.contains_key("http2-settings"), "{seen:?}");
+    // The connection goes on as HTTP/1.1 keep-alive.
+    let one = "GET /h2c HTTP/1.1\r\nHost: test.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let two = support::raw(
+        shellac.addr,
+        format!("{one}{one}").as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(two.matches("HTTP/1.1 200 OK").count(), 2, "{two}");
 }
 
 #[tokio::test]

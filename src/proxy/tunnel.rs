@@ -70,8 +70,13 @@ const SEC_WEBSOCKET: &str = "sec-websocket-";
 /// knowledge, and `curl --http2` sends it with every plain-HTTP request,
 /// which must go on using the cache (served as HTTP/1.1, the `Upgrade`
 /// dropped as any hop-by-hop field).
+///
+/// Every request passes here, hits included: hyper's pending upgrade is
+/// looked at first, since a request without one has an empty extension map
+/// and costs no header lookup.
 pub(super) fn is_requested(parts: &Parts) -> bool {
     parts.version == Version::HTTP_11
+        && parts.extensions.get::<OnUpgrade>().is_some()
         && parts
             .headers
             .get_all(header::UPGRADE)
@@ -85,7 +90,6 @@ pub(super) fn is_requested(parts: &Parts) -> bool {
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        && parts.extensions.get::<OnUpgrade>().is_some()
 }
 
 /// The fields of a head that an upgrade needs on the next hop: `Upgrade`
