@@ -226,6 +226,8 @@ impl Proxy {
                     });
                 self.switch(ctx, response, client_upgrade, client.version, pipe_timeout)
             }
+            // (A 101 without the client's pending upgrade cannot come:
+            // `is_requested` saw it.)
             _ => {
                 // Relayed as a pass: never stored, nobody waits for it.
                 let (mut head, body) = response.into_parts();
