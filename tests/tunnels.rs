@@ -537,3 +537,73 @@ async fn a_sick_backend_gets_no_tunnel() {
     assert_eq!(sick.connections(), 0);
     assert_eq!(healthy.connections(), 4);
 }
+
+// === RFC 8441: WebSockets over HTTP/2 ===
+
+/// An HTTP/2 WebSocket through Shellac (extended CONNECT, h2c with prior
+/// knowledge) to the HTTP/1.1 echo origin.
+#[tokio::test]
+async fn an_http2_extended_connect_reaches_an_http11_websocket_backend() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let origin = WsOrigin::echo().await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let tcp = tokio::net::TcpStream::connect(shellac.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let connect = || {
+        let mut req = http::Request::builder()
+            .method("CONNECT")
+            .uri("http://test.example/chat")
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req
+    };
+    // The server's SETTINGS (which allow extended CONNECT) may not have
+    // arrived yet when the handshake returns.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let response = loop {
+        match sender.send_request(connect()).await {
+            Ok(response) => break response,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(error) => panic!("extended CONNECT refused: {error}"),
+        }
+    };
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = hyper::upgrade::on(response).await.expect("upgraded stream");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    for i in 0..3 {
+        let sent = text(&format!("over h2 {i}"));
+        assert_eq!(ws::round_trip(&mut ws, sent.clone()).await, Some(sent));
+    }
+    let sent = Message::binary(vec![9u8; 50_000]);
+    assert_eq!(ws::round_trip(&mut ws, sent.clone()).await, Some(sent));
+    let seen = &origin.handshakes()[0];
+    let field = |name| seen.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(
+        field("upgrade").eq_ignore_ascii_case("websocket"),
+        "{seen:?}"
+    );
+    assert_eq!(field("sec-websocket-key").len(), 24, "{seen:?}");
+    assert_eq!(field("host"), "test.example");
+    ws.close(None).await.expect("close");
+    assert!(ws::closed_within(&mut ws, Duration::from_secs(5)).await);
+    assert!(eventually(Duration::from_secs(5), || origin.open() == 0).await);
+}

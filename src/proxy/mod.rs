@@ -144,7 +144,7 @@ impl Proxy {
     /// held that much memory on every idle keep-alive connection.
     pub fn handle<B>(
         self: &Arc<Self>,
-        req: Request<B>,
+        mut req: Request<B>,
         client: SocketAddr,
         tls: bool,
         framing: Option<limits::RawFraming>,
@@ -152,6 +152,10 @@ impl Proxy {
     where
         B: Into<Body>,
     {
+        // An HTTP/2 WebSocket (RFC 8441) goes on as the HTTP/1.1 handshake.
+        if req.method() == Method::CONNECT {
+            tunnel::from_extended_connect(&mut req);
+        }
         let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
         ctx.tls = tls;
         ctx.client_ip = headers::client_ip(

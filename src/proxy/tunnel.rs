@@ -40,6 +40,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::Uri;
 use http::{Response, StatusCode, Version};
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
@@ -75,7 +76,13 @@ const SEC_WEBSOCKET: &str = "sec-websocket-";
 /// looked at first, since a request without one has an empty extension map
 /// and costs no header lookup.
 pub(super) fn is_requested(parts: &Parts) -> bool {
-    parts.version == Version::HTTP_11
+    let version = match parts.version {
+        Version::HTTP_11 => true,
+        // An extended CONNECT, made the handshake by `from_extended_connect`.
+        Version::HTTP_2 => parts.extensions.get::<Protocol>().is_some(),
+        _ => false,
+    };
+    version
         && parts.extensions.get::<OnUpgrade>().is_some()
         && parts
             .headers
@@ -90,6 +97,57 @@ pub(super) fn is_requested(parts: &Parts) -> bool {
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// RFC 8441: an HTTP/2 client opens a WebSocket with an extended CONNECT
+/// (`:protocol = websocket`, `:path` the resource, no `Sec-WebSocket-Key`),
+/// and expects a `200` on that stream, which then carries the WebSocket
+/// frames. Backends speak the HTTP/1.1 handshake (RFC 6455), so the request
+/// goes on, from the gate onwards, as that handshake: a `GET` of the same
+/// target with `Upgrade: websocket`, `Connection: upgrade` and a fresh
+/// `Sec-WebSocket-Key` (the client's `Sec-WebSocket-Version`, `-Protocol`
+/// and `-Extensions` stay). The backend's `101` becomes the client's `200`
+/// in [`Proxy::switch`]. Any other extended CONNECT stays a CONNECT (501).
+pub(super) fn from_extended_connect<B>(req: &mut http::Request<B>) {
+    let websocket = req.version() == Version::HTTP_2
+        && req
+            .extensions()
+            .get::<Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return;
+    }
+    *req.method_mut() = http::Method::GET;
+    let headers = req.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let key = base64(&rand::random::<[u8; 16]>());
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for the 16 bytes of a
+/// `Sec-WebSocket-Key`.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The fields of a head that an upgrade needs on the next hop: `Upgrade`
@@ -143,12 +201,10 @@ pub struct Tunnel(Pin<Box<dyn Future<Output = ()> + Send>>);
 struct Attached(Arc<Mutex<Option<Tunnel>>>);
 
 impl Tunnel {
-    /// The tunnel of a `101` response the proxy made, taken out of it; none
-    /// for every other response.
+    /// The tunnel of a response the proxy made (a `101`, or the `200` of
+    /// an HTTP/2 extended CONNECT), taken out of it; none for every other
+    /// response (an empty extension map: one look).
     pub fn take(response: &mut Response<Body>) -> Option<Tunnel> {
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return None;
-        }
         let attached = response.extensions_mut().remove::<Attached>()?;
         let mut slot = attached
             .0
@@ -239,8 +295,9 @@ impl Proxy {
     }
 
     /// The `101` for the client, with the backend's upgrade fields
-    /// (`Upgrade`, `Sec-WebSocket-Accept`…); what the tunnel needs goes
-    /// into `ctx` for the exit.
+    /// (`Upgrade`, `Sec-WebSocket-Accept`…), or for an HTTP/2 client the
+    /// `200` of its extended CONNECT; what the tunnel needs goes into `ctx`
+    /// for the exit.
     fn switch(
         &self,
         ctx: &mut RequestCtx,
@@ -254,6 +311,13 @@ impl Proxy {
         let fields = UpgradeFields::of(&head.headers);
         headers::remove_hop_by_hop(&mut head.headers);
         fields.restore(&mut head.headers);
+        if version == Version::HTTP_2 {
+            // RFC 8441 §5: the extended CONNECT's answer is a 200; the
+            // accept value answered our key, not the client's (it sent
+            // none), and hyper drops `Connection` and `Upgrade` itself.
+            head.status = StatusCode::OK;
+            head.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        }
         headers::append_via(&mut head.headers, version);
         ctx.tunnel = Some(Box::new(Pending {
             client,
@@ -284,6 +348,7 @@ impl Proxy {
         } = pending;
         self.ops.metrics.tunnels.opened();
         let open = Open {
+            status: response.status(),
             ops: self.ops.clone(),
             access_log: self.access_log.clone(),
             ctx,
@@ -334,6 +399,8 @@ impl Moved {
 /// once however the tunnel ends (a side closed, `pipe_timeout`, the drain
 /// dropping it, the client gone before the upgrade completed).
 struct Open {
+    /// What the client got: `101`, or `200` for HTTP/2 (RFC 8441).
+    status: StatusCode,
     ops: Arc<Ops>,
     access_log: AccessLogger,
     ctx: RequestCtx,
@@ -395,7 +462,7 @@ impl Drop for Open {
             &self.ctx,
             &self.uri,
             self.log_head.as_ref(),
-            StatusCode::SWITCHING_PROTOCOLS,
+            self.status,
             None,
         );
     }
@@ -527,6 +594,17 @@ mod tests {
             !is_requested(&upgradable(Version::HTTP_11, &h2c)),
             "served as HTTP/1.1"
         );
+    }
+
+    #[test]
+    fn base64_as_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        // RFC 6455 §1.3's sample nonce.
+        assert_eq!(base64(b"the sample nonce"), "dGhlIHNhbXBsZSBub25jZQ==");
     }
 
     #[test]

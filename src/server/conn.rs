@@ -90,6 +90,8 @@ impl Settings {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
+            // RFC 8441: WebSockets over HTTP/2 (`proxy/tunnel.rs`).
+            .enable_connect_protocol()
             .max_header_list_size(u32::try_from(config.http_req_size).unwrap_or(u32::MAX));
         Settings {
             http1,
@@ -176,6 +178,7 @@ pub(super) async fn serve_connection<S>(
     );
     let service_activity = activity.clone();
     let tunnel_framing = framing.clone();
+    let (drain_timeout, tunnel_stop) = (settings.drain_timeout, stop_rx.clone());
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         // Each request runs on the generation current when it arrived;
         // a reload never changes the rules under a request in flight.
@@ -192,7 +195,9 @@ pub(super) async fn serve_connection<S>(
         // A hit is answered right here; what has to wait comes as a boxed
         // future (see `Proxy::handle`), so the future hyper keeps in its slot
         // per connection stays small.
+        let h2 = req.version() == hyper::Version::HTTP_2;
         let handled = proxy.handle(req, client, tls, raw);
+        let tunnel_stop = tunnel_stop.clone();
         async move {
             let response = match handled {
                 Handled::Ready(response) => response,
@@ -206,10 +211,17 @@ pub(super) async fn serve_connection<S>(
             activity.touch();
             let mut response = response;
             if let Some(tunnel) = Tunnel::take(&mut response) {
-                *activity
-                    .tunnel
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tunnel);
+                if h2 {
+                    // One stream of the connection (RFC 8441): the
+                    // connection, which lasts as long as its streams, keeps
+                    // the permit and the drain waiting.
+                    tokio::spawn(run_tunnel(tunnel, drain_timeout, tunnel_stop));
+                } else {
+                    *activity
+                        .tunnel
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tunnel);
+                }
             }
             Ok::<_, std::convert::Infallible>(response)
         }
