@@ -24,6 +24,10 @@
 //!   ([`Tunnel`]), so the client connection keeps its `[server]
 //!   max_connections` permit and the drain waits for it (up to
 //!   `drain_timeout`, then it is closed).
+//! - **HTTP/2** (RFC 8441): an extended CONNECT with `:protocol =
+//!   websocket` goes on as the HTTP/1.1 handshake
+//!   ([`from_extended_connect`]), and the backend's `101` becomes the
+//!   stream's `200`; the tunnel is that one stream.
 //! - **Logs and metrics.** The request is counted when the `101` goes out;
 //!   its access-log line is written once, when the tunnel ends (however it
 //!   ends: [`Open`]'s `Drop`), with status 101, the whole duration and the
