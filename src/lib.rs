@@ -8,7 +8,8 @@
 //!
 //! Entry points:
 //! - [`server`]: listeners (TCP, `":port"`, Unix sockets; plain, TLS, PROXY
-//!   protocol), one task per connection, idle timeout, drain.
+//!   protocol), one task per connection (and the tunnel a `101` hands it),
+//!   idle timeout, drain.
 //! - [`admin`]: the admin listener (metrics, health, backends, bans, reload,
 //!   maintenance, status page) and its guard against cross-site requests.
 //! - [`generation`]: building a [`proxy::Proxy`] generation, the current one
@@ -17,7 +18,8 @@
 //!
 //! The pipeline:
 //! - [`proxy`]: the request path as named phases (`proxy/mod.rs` is the
-//!   sequence; one file per phase); the only user of both cache and backends.
+//!   sequence; one file per phase, `proxy/tunnel.rs` for Upgrade tunnels
+//!   such as WebSocket); the only user of both cache and backends.
 //!
 //! Services of the request path:
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store, the

@@ -177,6 +177,8 @@ pub struct Metrics {
     synth_503: Counter,
     /// The second tier (`[cache.l2]`) and invalidation fan-out.
     pub l2: L2Metrics,
+    /// Upgrade tunnels (WebSocket).
+    pub tunnels: TunnelMetrics,
     /// Each loaded TLS certificate's `notAfter`, as Unix time.
     tls_certificate_expiry: Family<CertificateLabel, Gauge>,
 }
@@ -245,6 +247,7 @@ impl Metrics {
             bans_active: Gauge::default(),
             synth_503: Counter::default(),
             l2: L2Metrics::default(),
+            tunnels: TunnelMetrics::default(),
             tls_certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
@@ -354,6 +357,7 @@ impl Metrics {
             metrics.tls_certificate_expiry.clone(),
         );
         metrics.l2.register(&mut registry);
+        metrics.tunnels.register(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -606,6 +610,78 @@ impl L2Metrics {
             "shellac_invalidations_received",
             "Invalidations from other nodes applied here",
             self.invalidations_received.clone(),
+        );
+    }
+}
+
+/// `direction` label of the tunnel byte counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+/// The Upgrade tunnels' metric handles (WebSocket and other `Upgrade`
+/// protocols, `proxy/tunnel.rs`). Bytes are counted as they move, so a
+/// tunnel open for hours shows its traffic before it closes.
+#[derive(Clone)]
+pub struct TunnelMetrics {
+    /// Tunnels open now.
+    open: Gauge,
+    /// Tunnels opened (101 relayed) so far.
+    opened: Counter,
+    /// Bytes from the client to the backend.
+    pub client_to_backend: Counter,
+    /// Bytes from the backend to the client.
+    pub backend_to_client: Counter,
+    bytes: Family<DirectionLabel, Counter>,
+}
+
+impl Default for TunnelMetrics {
+    fn default() -> Self {
+        let bytes = Family::<DirectionLabel, Counter>::default();
+        let direction = |direction| bytes.get_or_create(&DirectionLabel { direction }).clone();
+        TunnelMetrics {
+            open: Gauge::default(),
+            opened: Counter::default(),
+            client_to_backend: direction("client_to_backend"),
+            backend_to_client: direction("backend_to_client"),
+            bytes,
+        }
+    }
+}
+
+impl TunnelMetrics {
+    /// A tunnel opened (its 101 went to the client).
+    pub fn opened(&self) {
+        self.open.inc();
+        self.opened.inc();
+    }
+
+    /// A tunnel closed, for whatever reason.
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    /// Tunnels open now.
+    pub fn open(&self) -> i64 {
+        self.open.get()
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "shellac_tunnels_open",
+            "Upgrade tunnels (WebSocket) open now",
+            self.open.clone(),
+        );
+        registry.register(
+            "shellac_tunnels",
+            "Upgrade tunnels (WebSocket) opened: 101 Switching Protocols relayed",
+            self.opened.clone(),
+        );
+        registry.register(
+            "shellac_tunnel_bytes",
+            "Bytes moved through Upgrade tunnels, by direction",
+            self.bytes.clone(),
         );
     }
 }

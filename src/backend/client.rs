@@ -258,6 +258,105 @@ impl<B: RequestBody> BackendClient<B> {
             .await
     }
 
+    /// Sends an Upgrade request (WebSocket and the like, `proxy/tunnel.rs`)
+    /// on a connection made for it alone, never a pooled one and never
+    /// pooled afterwards: after a `101` the connection belongs to the
+    /// tunnel, and hyper hands it over only to a connection driven
+    /// `with_upgrades` (`hyper::upgrade::on` on the response then yields
+    /// it). The stream is dialled as for any request (`dial`: TCP or a Unix
+    /// socket, the PROXY header of a `proxy_protocol` backend, TLS for an
+    /// HTTPS backend) within `connect_timeout`, and the head must
+    /// come within `first_byte_timeout`, both capped by `deadline`. When
+    /// the connect failed, the request comes back in the error, so that it
+    /// can go to another backend. Any other answer than a `101` streams
+    /// under `between_bytes_timeout`, and the connection is closed after it.
+    pub async fn send_upgrade(
+        &self,
+        mut req: Request<B>,
+        first_byte_timeout: Duration,
+        deadline: Option<Deadline>,
+    ) -> Result<Response<B>, SendFailure<B>> {
+        if let Some(host) = &self.config.host_header {
+            req.headers_mut().insert(http::header::HOST, host.clone());
+        }
+        let ends = req.extensions().get::<ClientEnds>().copied();
+        let (timeout, cut) = capped(self.config.connect_timeout, deadline);
+        let dialled = self.dial(Dial::Request(ends.as_ref()));
+        let stream = match tokio::time::timeout(timeout, dialled).await {
+            Ok(Ok(stream)) => stream,
+            failed => {
+                let error = match (failed, cut) {
+                    (Ok(Err(error)), _) => error,
+                    (_, Some(deadline)) => self.deadline_reached(deadline),
+                    _ => FetchError::ConnectTimeout {
+                        backend: self.name.clone(),
+                        timeout,
+                    },
+                };
+                return Err(SendFailure {
+                    error,
+                    request: Some(Box::new(req)),
+                    replay: None,
+                });
+            }
+        };
+        let received = Arc::new(AtomicU64::new(0));
+        let stream = Counted {
+            stream,
+            received: received.clone(),
+        };
+        let (mut sender, connection) =
+            self.builder
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| {
+                    let error = FetchError::Protocol {
+                        backend: self.name.clone(),
+                        source,
+                    };
+                    SendFailure::sent(error, None)
+                })?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(backend = %name, %error, "backend upgrade connection ended with an error");
+            }
+        });
+        let idle = self.config.between_bytes_timeout;
+        let req = req.map(|body| Outgoing::new(body, None, idle, false));
+        let (timeout, cut) = capped(first_byte_timeout, deadline);
+        let response = tokio::select! {
+            sent = sender.send_request(req) => sent
+                .map_err(|error| SendFailure::sent(self.classify(error), None))?,
+            _ = tokio::time::sleep(timeout) => {
+                let error = match cut {
+                    Some(deadline) => self.deadline_reached(deadline),
+                    None => FetchError::FirstByteTimeout {
+                        backend: self.name.clone(),
+                        timeout,
+                    },
+                };
+                return Err(SendFailure::sent(error, None));
+            }
+        };
+        self.check_head(&response)
+            .map_err(|error| SendFailure::sent(error, None))?;
+        // Never back to the idle list: a zero reuse limit closes it at the end.
+        let checkin = Checkin {
+            conn: Conn { sender, received },
+            idle: self.idle.clone(),
+            max_idle: Duration::ZERO,
+        };
+        Ok(response.map(|incoming| {
+            B::from(TimedBody::new(
+                incoming,
+                self.name.clone(),
+                self.config.between_bytes_timeout,
+                checkin,
+            ))
+        }))
+    }
+
     async fn send_via(
         &self,
         req: Request<B>,

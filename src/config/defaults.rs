@@ -79,6 +79,9 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `[defaults] between_bytes_timeout` (Varnish, 60 s): the longest pause
 /// between two pieces of a backend response body.
 pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[defaults] pipe_timeout` (Varnish's `pipe_timeout`, 60 s): an Upgrade
+/// tunnel (WebSocket) that moves no byte either way for this long is closed.
+pub const PIPE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `[defaults] http_resp_hdr_len` (Varnish, 8 KiB): the longest backend
 /// response header line.
 pub const HTTP_RESP_HDR_LEN: u64 = 8 * 1024;

@@ -398,6 +398,9 @@ pub struct BackendConfig {
     pub first_byte_timeout: Duration,
     /// The longest pause between two pieces of the response body.
     pub between_bytes_timeout: Duration,
+    /// An Upgrade tunnel (WebSocket) to this backend that moves no byte
+    /// either way for this long is closed.
+    pub pipe_timeout: Duration,
     /// The longest single response header line, in bytes.
     pub http_resp_hdr_len: usize,
     /// The largest whole response head, in bytes.
@@ -588,6 +591,7 @@ impl BackendConfig {
             connect_timeout: defaults::CONNECT_TIMEOUT,
             first_byte_timeout: defaults::FIRST_BYTE_TIMEOUT,
             between_bytes_timeout: defaults::BETWEEN_BYTES_TIMEOUT,
+            pipe_timeout: defaults::PIPE_TIMEOUT,
             http_resp_hdr_len: defaults::HTTP_RESP_HDR_LEN as usize,
             http_resp_size: defaults::HTTP_RESP_SIZE as usize,
             backend_idle_timeout: defaults::BACKEND_IDLE_TIMEOUT,

@@ -38,6 +38,7 @@ macro_rules! backend_settings {
             connect_timeout: Spanned<ConfigDuration> => positive_duration;
             first_byte_timeout: Spanned<ConfigDuration> => positive_duration;
             between_bytes_timeout: Spanned<ConfigDuration> => positive_duration;
+            pipe_timeout: Spanned<ConfigDuration> => positive_duration;
             http_resp_hdr_len: Spanned<ByteSize> => positive_size;
             http_resp_size: Spanned<ByteSize> => positive_size;
             backend_idle_timeout: ConfigDuration => duration;

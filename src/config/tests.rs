@@ -364,3 +364,18 @@ fn max_ejection_percent_defaults_to_half_and_is_a_percentage() {
     assert_eq!(err.key(), Some("pool[0].max_ejection_percent"), "{err}");
     assert!(err.to_string().contains("0 to 100"), "{err}");
 }
+
+#[test]
+fn pipe_timeout_defaults_to_60s_and_follows_defaults_then_the_backend() {
+    let c = parse(
+        "[defaults]\npipe_timeout = \"5m\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n[[backend]]\naddress = \"127.0.0.1:2\"\npipe_timeout = \"300ms\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.backends[0].pipe_timeout, Duration::from_secs(300));
+    assert_eq!(c.backends[1].pipe_timeout, Duration::from_millis(300));
+    let c = parse("[[backend]]\naddress = \"127.0.0.1:1\"\n").expect("valid");
+    assert_eq!(c.backends[0].pipe_timeout, Duration::from_secs(60));
+    let err = parse("[[backend]]\naddress = \"127.0.0.1:1\"\npipe_timeout = \"0s\"\n").unwrap_err();
+    assert_eq!(err.line(), Some(3), "{err}");
+    assert_eq!(err.key(), Some("backend[0].pipe_timeout"), "{err}");
+}

@@ -50,6 +50,11 @@ pub struct RequestCtx {
     pub attempts: Vec<Attempt>,
     /// The matching `[[rule]]`s whose `response_headers` apply at the exit.
     pub(crate) response_rules: super::rules::Matched,
+    /// For an Upgrade tunnel, once it has ended: bytes from the client to
+    /// the backend and from the backend to the client.
+    pub tunnel_bytes: Option<(u64, u64)>,
+    /// A `101` was relayed: what the tunnel needs, taken at the exit.
+    pub(super) tunnel: Option<Box<super::tunnel::Pending>>,
 }
 
 impl RequestCtx {
@@ -72,6 +77,8 @@ impl RequestCtx {
             wants_json: false,
             attempts: Vec::new(),
             response_rules: Default::default(),
+            tunnel_bytes: None,
+            tunnel: None,
         }
     }
 
@@ -171,10 +178,12 @@ impl RequestCtx {
     ) -> String {
         let now = SystemTime::now();
         let duration = self.start.elapsed();
+        // A tunnel's bytes are those it moved; its response head had none.
+        let bytes = self.tunnel_bytes.map_or(bytes, |(_, down)| Some(down));
         match format {
             LogFormat::Combined => {
                 let quote = |v: &Option<String>| v.as_deref().unwrap_or("-").replace('"', "\\\"");
-                format!(
+                let mut line = format!(
                     "{client} - - [{time}] \"{method} {url} {version:?}\" {status} {bytes} \"{referer}\" \"{ua}\" {cache} {xid} {secs:.6}",
                     client = self.shown_client(),
                     time = clf_time(now),
@@ -188,9 +197,15 @@ impl RequestCtx {
                     cache = self.outcome.as_str(),
                     xid = self.xid,
                     secs = duration.as_secs_f64(),
-                )
+                );
+                if let Some((up, down)) = self.tunnel_bytes {
+                    use std::fmt::Write as _;
+                    let _ = write!(line, " tunnel={up}/{down}");
+                }
+                line
             }
-            LogFormat::Json => serde_json::json!({
+            LogFormat::Json => {
+                let mut line = serde_json::json!({
                 "time": rfc3339(now),
                 "xid": self.xid,
                 "client": self.shown_client().to_string(),
@@ -204,8 +219,15 @@ impl RequestCtx {
                 "retries": self.retries,
                 "ttfb_ms": self.ttfb().map(|d| d.as_secs_f64() * 1000.0),
                 "error": self.error.map(Reason::as_str),
-            })
-            .to_string(),
+                });
+                if let Some((up, down)) = self.tunnel_bytes {
+                    line["tunnel"] = serde_json::json!({
+                        "client_to_backend": up,
+                        "backend_to_client": down,
+                    });
+                }
+                line.to_string()
+            }
         }
     }
 }

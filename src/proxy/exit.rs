@@ -1,15 +1,18 @@
 //! The single exit of every request: `[[rule]] response_headers`
 //! (`rules.rs`), `X-Shellac-Retries`, the metrics,
 //! the debug trace line and the access-log line, all read once from the
-//! request's `RequestCtx` (nothing else on the path logs a request).
+//! request's `RequestCtx` (nothing else on the path logs a request). An
+//! Upgrade tunnel is counted here at its `101` and logged, through
+//! [`log_request`], when it ends (`tunnel.rs`).
 
 use http::header::HeaderValue;
 use http::uri::Uri;
-use http::Response;
+use http::{Response, StatusCode};
 
 use super::context::LogHead;
 use super::deliver::content_length;
 use super::{headers, Proxy, RequestCtx};
+use crate::access_log::AccessLogger;
 use crate::body::Body;
 
 impl Proxy {
@@ -22,6 +25,22 @@ impl Proxy {
         mut response: Response<Body>,
     ) -> Response<Body> {
         self.response_rules(ctx, response.headers_mut());
+        self.count(ctx, &mut response);
+        let bytes = content_length(response.headers());
+        log_request(
+            &self.access_log,
+            ctx,
+            uri,
+            log_head.as_ref(),
+            response.status(),
+            bytes,
+        );
+        response
+    }
+
+    /// `X-Shellac-Retries` and the metrics, at the response head (a
+    /// tunnel's too: its log line comes when it ends, `tunnel.rs`).
+    pub(super) fn count(&self, ctx: &mut RequestCtx, response: &mut Response<Body>) {
         if ctx.retries > 0 {
             response
                 .headers_mut()
@@ -29,12 +48,21 @@ impl Proxy {
         }
         let status = response.status();
         self.ops.metrics.record(&ctx.finished(status.as_u16()));
-        ctx.trace(uri, status);
-        if let Some(head) = log_head {
-            let bytes = content_length(response.headers());
-            self.access_log
-                .log(ctx.access_line(self.access_log.format(), &head, status, bytes));
-        }
-        response
+    }
+}
+
+/// The debug trace line and the access-log line of a request that has
+/// ended with `status` (`bytes`: its `Content-Length`, if any).
+pub(super) fn log_request(
+    access_log: &AccessLogger,
+    ctx: &RequestCtx,
+    uri: &Uri,
+    log_head: Option<&LogHead>,
+    status: StatusCode,
+    bytes: Option<u64>,
+) {
+    ctx.trace(uri, status);
+    if let Some(head) = log_head {
+        access_log.log(ctx.access_line(access_log.format(), head, status, bytes));
     }
 }

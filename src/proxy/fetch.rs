@@ -125,6 +125,83 @@ pub(super) async fn fetch(
     run.finish(ctx)
 }
 
+/// Sends an Upgrade request (a tunnel: WebSocket and the like) to a backend
+/// of `pool`, on a fresh connection of its own
+/// (`BackendClient::send_upgrade`). The backend is picked and admitted as
+/// for any request (probe-sick and ejected backends skipped, a slot of its
+/// `max_connections`, the queue); only a connect that failed, the request
+/// never having left, moves on as `[retry]` allows, like a fetch. Once the
+/// request was sent, what came back stands, an error or any answer (a 5xx
+/// too): the backend may have acted on it, and a tunnel is no request to
+/// repeat. The slot travels with the response body as for a fetch; the
+/// tunnel keeps that body, so a `101` holds the slot until the tunnel closes.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn upgrade(
+    pool: &Pool,
+    route: &RouteConfig,
+    rules: &RetryConfig,
+    key: &str,
+    parts: Parts,
+    body: Body,
+    again: &(dyn Fn() -> Parts + Sync),
+    ctx: &mut RequestCtx,
+) -> Result<Response<Body>, FetchError> {
+    let mut run = Attempts::new(pool, rules, ctx.method.clone(), parts, body, None);
+    // Bounded as `fetch` is: every pass returns, stops, or is a retry.
+    for _ in 0..(rules.max_retries as usize + pool.members().len() + 1) {
+        let Some((index, backend)) = run.pick(key) else {
+            break;
+        };
+        let first_here = !run.tried.contains(&index);
+        run.tried.push(index);
+        let Some(slot) = run.admit(backend, route.priority, ctx).await else {
+            break;
+        };
+        ctx.backend = Some(backend.name().clone());
+        ctx.tried.push(backend.name().clone());
+        let Some(mut req) = run.next_request(again) else {
+            break;
+        };
+        if backend.client.config().proxy_protocol != 0 {
+            req.extensions_mut().insert(client_ends(ctx));
+        }
+        let timeout = route
+            .first_byte_timeout
+            .unwrap_or(backend.client.config().first_byte_timeout);
+        let sent_at = std::time::Instant::now();
+        let failure = match backend
+            .client
+            .send_upgrade(req, timeout, run.deadline)
+            .await
+        {
+            Ok(response) => {
+                run.note_answer(&response, &slot, first_here, sent_at, ctx);
+                return Ok(hold_slot(response, slot));
+            }
+            Err(failure) => failure,
+        };
+        if !failure.error.never_sent() {
+            ctx.attempts.push(Attempt {
+                backend: backend.name().clone(),
+                result: Err(failure.error.reason()),
+            });
+            pool.record_error(&slot, run.path, &failure.error);
+            return Err(failure.error);
+        }
+        // A connect that failed: another attempt, as a fetch would make.
+        if !matches!(run.failed(failure, slot, index, ctx), Judged::Retry) {
+            break;
+        }
+        let pause = retry::backoff(rules, ctx.retries, &mut rand::thread_rng());
+        if run.deadline.is_some_and(|d| d.left() <= pause) {
+            break;
+        }
+        ctx.retries += 1;
+        tokio::time::sleep(pause).await;
+    }
+    run.finish(ctx)
+}
+
 /// What one attempt's outcome leads to.
 // Returned at once, never stored: boxing the response would cost an
 // allocation per fetch for nothing.
@@ -238,6 +315,33 @@ impl<'a> Attempts<'a> {
             .or_else(|| resendable.then(|| Request::from_parts(again(), Body::Empty)))
     }
 
+    /// What an answer says: the attempt for the metrics, and the backend's
+    /// passive health (unless the client's body failed).
+    fn note_answer(
+        &self,
+        response: &Response<Body>,
+        slot: &InFlight,
+        first_here: bool,
+        sent_at: std::time::Instant,
+        ctx: &mut RequestCtx,
+    ) {
+        let status = response.status();
+        let result = if status.is_server_error() {
+            Err(Reason::Status5xx)
+        } else {
+            Ok(sent_at.elapsed())
+        };
+        ctx.attempts.push(Attempt {
+            backend: slot.backend().name().clone(),
+            result,
+        });
+        if !self.client_fault() {
+            let after = retry_after(response);
+            self.pool
+                .record_answer(slot, self.path, status, after, first_here);
+        }
+    }
+
     /// The backend answered: passed on, or retried on another backend.
     fn answered(
         &mut self,
@@ -249,21 +353,8 @@ impl<'a> Attempts<'a> {
         ctx: &mut RequestCtx,
     ) -> Judged {
         let status = response.status();
-        let result = if status.is_server_error() {
-            Err(Reason::Status5xx)
-        } else {
-            Ok(sent_at.elapsed())
-        };
+        self.note_answer(&response, &slot, first_here, sent_at, ctx);
         let backend = slot.backend().name().clone();
-        ctx.attempts.push(Attempt {
-            backend: backend.clone(),
-            result,
-        });
-        if !self.client_fault() {
-            let after = retry_after(&response);
-            self.pool
-                .record_answer(&slot, self.path, status, after, first_here);
-        }
         // `index` is reached now; it joins the list only when a retry
         // follows (most answers go straight out, and need no allocation).
         if !retry::may_retry(

@@ -13,7 +13,10 @@
 //!          → store.rs (304 refresh, a busy object filled by its own task, hit-for-miss)
 //!          → deliver.rs
 //!          → failed: rescue.rs (stale-if-error, else the synthetic 503)
-//!   exit: one log line and the metrics, from RequestCtx
+//!   tunnel (tunnel.rs): an Upgrade request, never the cache: a fresh
+//!          backend connection (fetch.rs), a 101 relayed and then a byte pipe
+//!   exit: one log line and the metrics, from RequestCtx (a tunnel's line
+//!         when it closes)
 //! ```
 
 mod context;
@@ -30,6 +33,7 @@ pub mod route;
 mod rules;
 mod setup;
 mod store;
+mod tunnel;
 mod upstream;
 
 use std::future::Future;
@@ -42,6 +46,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 
 pub use context::{Attempt, Outcome, RequestCtx};
+pub use tunnel::Tunnel;
 
 use crate::access_log::AccessLogger;
 use crate::body::{self, Body, RequestBodyState};
@@ -111,6 +116,8 @@ enum Next {
         waiter: Waiter,
         stale: Option<Arc<CachedObject>>,
     },
+    /// An Upgrade request (WebSocket): a tunnel to the backend, never the cache.
+    Tunnel,
 }
 
 /// Everything a request needs: configuration, cache and backends.
@@ -138,7 +145,7 @@ impl Proxy {
     /// held that much memory on every idle keep-alive connection.
     pub fn handle<B>(
         self: &Arc<Self>,
-        req: Request<B>,
+        mut req: Request<B>,
         client: ClientAddr,
         tls: bool,
         framing: Option<limits::RawFraming>,
@@ -146,6 +153,10 @@ impl Proxy {
     where
         B: Into<Body>,
     {
+        // An HTTP/2 WebSocket (RFC 8441) goes on as the HTTP/1.1 handshake.
+        if req.method() == Method::CONNECT {
+            tunnel::from_extended_connect(&mut req);
+        }
         let mut ctx = RequestCtx::new(self.xid(), client, req.method().clone());
         ctx.tls = tls;
         ctx.client_ip = headers::client_ip(
@@ -164,7 +175,13 @@ impl Proxy {
                 let proxy = self.clone();
                 Handled::Waiting(Box::pin(async move {
                     let response = proxy.wait(waiting, &mut ctx).await;
-                    proxy.exit(&mut ctx, &uri, log_head, response)
+                    match ctx.tunnel.take() {
+                        // A 101: the log line waits for the tunnel's end.
+                        Some(pending) => {
+                            proxy.exit_into_tunnel(ctx, uri, log_head, response, *pending)
+                        }
+                        None => proxy.exit(&mut ctx, &uri, log_head, response),
+                    }
                 }))
             }
         }
@@ -212,7 +229,18 @@ impl Proxy {
             exchange.body_state = Some(state);
         }
 
-        // 4. Requests that may not use the cache go straight to the backend.
+        // 4. Requests that may not use the cache go straight to the backend;
+        // an Upgrade request (WebSocket) becomes a tunnel.
+        if tunnel::is_requested(&parts) {
+            ctx.outcome = Outcome::Pass;
+            exchange.mode = RequestMode::Pass;
+            return Started::Waiting(Box::new(Waiting {
+                exchange,
+                parts,
+                body,
+                next: Next::Tunnel,
+            }));
+        }
         if exchange.mode != RequestMode::Lookup {
             ctx.outcome = Outcome::Pass;
             let next = Next::Fetch { stale: None };
@@ -293,6 +321,7 @@ impl Proxy {
                 Next::Fetch { stale } => {
                     return self.fetch(ctx, &exchange, parts, body, stale, None).await;
                 }
+                Next::Tunnel => return self.tunnel(ctx, &exchange, parts, body).await,
                 Next::Lead { guard, stale } => {
                     // The writer asks the shared second tier before the backend.
                     let stale = match self.look_l2(ctx, &exchange, &parts, stale).await {

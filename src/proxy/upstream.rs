@@ -46,7 +46,7 @@ impl ClientHead {
     }
 
     /// The client's whole head again, URI included, for a retry.
-    fn request_parts(&self) -> Parts {
+    pub(super) fn request_parts(&self) -> Parts {
         let mut parts = self.parts();
         parts.uri = self.uri.clone();
         parts
@@ -151,7 +151,7 @@ impl Proxy {
     /// peer when `via_peer`. `X-Forwarded-Proto` and `Forwarded` say how
     /// the client (`tls`) reached us.
     #[allow(clippy::too_many_arguments)]
-    fn backend_head(
+    pub(super) fn backend_head(
         &self,
         mut parts: Parts,
         client: ClientAddr,

@@ -31,7 +31,6 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
@@ -40,7 +39,7 @@ use super::framing::FramingWatch;
 use crate::config::{ServerConfig, MIN_READ_BUFFER};
 use crate::generation::Current;
 use crate::peer::ClientAddr;
-use crate::proxy::Handled;
+use crate::proxy::{Handled, Tunnel};
 
 /// Bytes read from the client per read call (the framing watch sees them
 /// on the way through).
@@ -74,6 +73,8 @@ pub struct Settings {
     timeout_idle: Duration,
     send_timeout: Duration,
     header_timeout: Duration,
+    /// How long an open Upgrade tunnel may go on once shutdown begins.
+    drain_timeout: Duration,
 }
 
 impl Settings {
@@ -89,6 +90,8 @@ impl Settings {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
+            // RFC 8441: WebSockets over HTTP/2 (`proxy/tunnel.rs`).
+            .enable_connect_protocol()
             .max_header_list_size(u32::try_from(config.http_req_size).unwrap_or(u32::MAX));
         Settings {
             http1,
@@ -96,6 +99,7 @@ impl Settings {
             timeout_idle: config.timeout_idle,
             send_timeout: config.send_timeout,
             header_timeout: config.header_timeout,
+            drain_timeout: config.drain_timeout,
         }
     }
 
@@ -178,6 +182,8 @@ pub(super) async fn serve_connection<S>(
         settings.send_timeout,
     );
     let service_activity = activity.clone();
+    let tunnel_framing = framing.clone();
+    let (drain_timeout, tunnel_stop) = (settings.drain_timeout, stop_rx.clone());
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         // Each request runs on the generation current when it arrived;
         // a reload never changes the rules under a request in flight.
@@ -194,7 +200,9 @@ pub(super) async fn serve_connection<S>(
         // A hit is answered right here; what has to wait comes as a boxed
         // future (see `Proxy::handle`), so the future hyper keeps in its slot
         // per connection stays small.
+        let h2 = req.version() == hyper::Version::HTTP_2;
         let handled = proxy.handle(req, client, tls, raw);
+        let tunnel_stop = tunnel_stop.clone();
         async move {
             let response = match handled {
                 Handled::Ready(response) => response,
@@ -206,6 +214,20 @@ pub(super) async fn serve_connection<S>(
                 }
             };
             activity.touch();
+            let mut response = response;
+            if let Some(tunnel) = Tunnel::take(&mut response) {
+                if h2 {
+                    // One stream of the connection (RFC 8441): the
+                    // connection, which lasts as long as its streams, keeps
+                    // the permit and the drain waiting.
+                    tokio::spawn(run_tunnel(tunnel, drain_timeout, tunnel_stop));
+                } else {
+                    *activity
+                        .tunnel
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tunnel);
+                }
+            }
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -227,13 +249,79 @@ pub(super) async fn serve_connection<S>(
     };
     match protocol {
         Protocol::Http1 => {
-            let connection = settings.http1.serve_connection(io, service);
-            watch_connection(connection, client, &activity, settings, stop_rx).await
+            let connection = settings.http1.serve_connection(io, service).with_upgrades();
+            watch_connection(connection, client, &activity, settings, stop_rx.clone()).await;
+            // A 101 hands the connection over to its tunnel: it goes on in
+            // this task, which keeps the connection's permit and the drain
+            // waiting for it.
+            let tunnel = activity
+                .tunnel
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(tunnel) = tunnel {
+                tunnel_framing
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .stop();
+                run_tunnel(tunnel, settings.drain_timeout, stop_rx).await;
+            }
         }
         Protocol::Http2 => {
             let connection = settings.http2.serve_connection(io, service);
             watch_connection(connection, client, &activity, settings, stop_rx).await
         }
+    }
+}
+
+/// Drives an open Upgrade tunnel to its end; once shutdown has begun it
+/// gets `drain_timeout` more, then it is dropped, which closes both of its
+/// connections (and writes its log line).
+async fn run_tunnel(tunnel: Tunnel, drain_timeout: Duration, mut stop_rx: watch::Receiver<bool>) {
+    tokio::pin!(tunnel);
+    if !*stop_rx.borrow_and_update() {
+        tokio::select! {
+            _ = &mut tunnel => return,
+            _ = stop_rx.changed() => {}
+        }
+    }
+    if tokio::time::timeout(drain_timeout, tunnel).await.is_err() {
+        tracing::info!("drain_timeout expired: closing an Upgrade tunnel");
+    }
+}
+
+/// A hyper connection that can be asked to close gracefully: hyper-util's
+/// `GracefulConnection`, which does not cover HTTP/1's
+/// `UpgradeableConnection` (the one that hands a connection over after a
+/// `101`).
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: Read + Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: Read + Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
     }
 }
 
@@ -246,7 +334,7 @@ async fn watch_connection<C>(
     settings: &Settings,
     mut stop_rx: watch::Receiver<bool>,
 ) where
-    C: GracefulConnection<Error = hyper::Error>,
+    C: Graceful,
 {
     tokio::pin!(connection);
     let idle_check = settings
@@ -336,6 +424,9 @@ struct Activity {
     /// half of `waited`; `flooded` says it was.
     reset_flood: tokio::sync::Notify,
     flooded: std::sync::atomic::AtomicBool,
+    /// The tunnel a `101` opened, for the connection's task to drive once
+    /// hyper has handed the connection over.
+    tunnel: Mutex<Option<Tunnel>>,
 }
 
 impl Activity {
@@ -348,6 +439,7 @@ impl Activity {
             abandoned: AtomicUsize::new(0),
             reset_flood: tokio::sync::Notify::new(),
             flooded: std::sync::atomic::AtomicBool::new(false),
+            tunnel: Mutex::new(None),
         }
     }
 

@@ -77,6 +77,14 @@ impl FramingWatch {
         self.heads.pop_front().unwrap_or_default()
     }
 
+    /// Stops following the connection, and lets go of what it buffered:
+    /// after a `101` the bytes are a tunnel's, not HTTP (a binary stream
+    /// would otherwise fill a head buffer of up to `MAX_HEAD` per tunnel).
+    pub(super) fn stop(&mut self) {
+        self.state = State::Off;
+        self.heads = VecDeque::new();
+    }
+
     /// Follows `bytes`, just read from the client.
     pub(super) fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {

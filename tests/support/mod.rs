@@ -8,6 +8,7 @@ pub mod addr;
 pub mod origin;
 pub mod redis;
 pub mod shellac;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;
