@@ -30,11 +30,17 @@ origin says `private`), but their static files need not: a rule that strips
 cookies from static files caches those for everyone.
 
 Reports: requests, origin requests (the origin's /__count before and after),
-hit ratio = 1 - origin requests / requests, and the share of answers whose
-X-Cache (or Cache-Status) says HIT. Python standard library only.
+hit ratio = 1 - origin requests / requests, the share of answers whose
+X-Cache (or Cache-Status) says HIT, and how many bodies were wrong: every
+answer is checked against the origin's bytes (origin.build_site()), after
+gunzip when it came gzip, and its Content-Encoding against what the client
+accepts (a br body is only checked for that: the standard library has no
+brotli). Exits 1 on a failed request or a wrong body. Python standard
+library only.
 """
 
 import argparse
+import gzip
 import http.client
 import json
 import queue
@@ -44,6 +50,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import zlib
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+import origin as site_origin  # noqa: E402 - after the line above
 
 PAGES = 200
 STATIC = [
@@ -162,10 +172,38 @@ def cache_verdict(response):
     return "?"
 
 
-def worker(base, jobs, results, lock):
+def accepted(encoding, header):
+    """Whether the client's Accept-Encoding allows this content coding."""
+    if encoding in (None, "", "identity"):
+        return True
+    names = {item.split(";")[0].strip().lower() for item in (header or "").split(",")}
+    return encoding in names
+
+
+def check_body(site, target, headers, response, body):
+    """'ok', 'wrong' (not the origin's bytes, or a coding the client refused)
+    or 'br' (a brotli body the standard library cannot decode: only its
+    coding is checked)."""
+    expected = site.get(target.split("?", 1)[0])
+    encoding = (response.getheader("Content-Encoding") or "").strip().lower() or None
+    if expected is None or not accepted(encoding, headers.get("Accept-Encoding")):
+        return "wrong"
+    if encoding == "br":
+        return "br"
+    if encoding == "gzip":
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError, zlib.error):
+            return "wrong"
+    elif encoding is not None:
+        return "wrong"
+    return "ok" if body == expected[1] else "wrong"
+
+
+def worker(base, site, jobs, results, lock):
     parsed = urllib.parse.urlsplit(base)
     conn = None
-    local = {"errors": 0, "status": {}, "verdict": {}}
+    local = {"errors": 0, "status": {}, "verdict": {}, "body": {}}
     while True:
         job = jobs.get()
         if job is None:
@@ -177,7 +215,9 @@ def worker(base, jobs, results, lock):
                     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
                 conn.request("GET", target, headers=headers)
                 response = conn.getresponse()
-                response.read()
+                body = response.read()
+                check = check_body(site, target, headers, response, body)
+                local["body"][check] = local["body"].get(check, 0) + 1
                 local["status"][response.status] = local["status"].get(response.status, 0) + 1
                 verdict = cache_verdict(response)
                 local["verdict"][verdict] = local["verdict"].get(verdict, 0) + 1
@@ -195,7 +235,7 @@ def worker(base, jobs, results, lock):
         conn.close()
     with lock:
         results["errors"] += local["errors"]
-        for field in ("status", "verdict"):
+        for field in ("status", "verdict", "body"):
             for key, value in local[field].items():
                 results[field][key] = results[field].get(key, 0) + value
 
@@ -217,9 +257,12 @@ def main():
     before = origin_count(args.origin)
     started = time.monotonic()
     jobs = queue.Queue()
-    results = {"errors": 0, "status": {}, "verdict": {}}
+    results = {"errors": 0, "status": {}, "verdict": {}, "body": {}}
     lock = threading.Lock()
-    threads = [threading.Thread(target=worker, args=(args.url, jobs, results, lock)) for _ in range(args.concurrency)]
+    site = site_origin.build_site()
+    threads = [
+        threading.Thread(target=worker, args=(args.url, site, jobs, results, lock)) for _ in range(args.concurrency)
+    ]
     for thread in threads:
         thread.start()
     for job in requests:
@@ -245,6 +288,8 @@ def main():
         "hit_share": hits / sent,
         "verdict": results["verdict"],
         "status": {str(k): v for k, v in sorted(results["status"].items())},
+        "bodies": results["body"],
+        "wrong_bodies": results["body"].get("wrong", 0),
         "errors": results["errors"],
         "seconds": round(elapsed, 1),
         "seed": args.seed,
@@ -254,14 +299,15 @@ def main():
         f"{args.label}: {sent} requests, {origin} origin requests "
         f"(pages {result['origin_pages']}, static {result['origin_static']}), "
         f"hit ratio {result['hit_ratio']:.1%}, X-Cache HIT {result['hit_share']:.1%}, "
-        f"verdicts {results['verdict']}, statuses {result['status']}, errors {results['errors']}, "
+        f"verdicts {results['verdict']}, statuses {result['status']}, bodies {results['body']}, "
+        f"errors {results['errors']}, "
         f"{elapsed:.1f} s",
         file=sys.stderr,
     )
     if args.json:
         with open(args.json, "a", encoding="utf-8") as out:
             out.write(json.dumps(result) + "\n")
-    return 1 if results["errors"] else 0
+    return 1 if results["errors"] or result["wrong_bodies"] else 0
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ chmod 755 "$WORK"   # varnishd's worker (user vcache) reads its VCL copy here
 RESULTS=$WORK/results.jsonl
 PIDS=()
 
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do
@@ -93,6 +94,7 @@ stop_last() {
 
 # Shellac: built from this tree, then copied, so that another build into the
 # shared target dir cannot swap the binary under a run.
+SHELLAC_GIVEN=$SHELLAC_BIN
 if [[ " $CONFIGS " == *" shellac-"* ]]; then
   if [ -z "$SHELLAC_BIN" ]; then
     target=${CARGO_TARGET_DIR:-/work/target-shared}
@@ -111,6 +113,8 @@ python3 "$HERE/origin.py" --port "$ORIGIN_PORT" "${origin_flags[@]}" >"$WORK/ori
 PIDS+=($!)
 wait_for "http://127.0.0.1:$ORIGIN_PORT/__count"
 
+failed=0
+touch "$RESULTS"
 for config in $CONFIGS; do
   case $config in
     shellac-norules | shellac-rules)
@@ -138,13 +142,20 @@ for config in $CONFIGS; do
     cat "$WORK/$config.log" >&2
     exit 1
   fi
-  timeout "$RUN_TIMEOUT" python3 "$HERE/replay.py" --url "$url" \
+  if ! timeout "$RUN_TIMEOUT" python3 "$HERE/replay.py" --url "$url" \
     --origin "http://127.0.0.1:$ORIGIN_PORT" --requests "$REQUESTS" --seed "$SEED" \
-    --concurrency "$CONCURRENCY" --label "$config" --json "$RESULTS"
+    --concurrency "$CONCURRENCY" --label "$config" --json "$RESULTS"; then
+    echo "# $config: failed requests, wrong bodies or over ${RUN_TIMEOUT}s (see above)" >&2
+    failed=1
+  fi
   stop_last
 done
 
-shellac_version=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+if [ -n "${SHELLAC_GIVEN:-}" ]; then
+  shellac_version="$SHELLAC_GIVEN (SHELLAC_BIN)"
+else
+  shellac_version=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+fi
 varnish_version=$(varnishd -V 2>&1 | sed -n 's/^varnishd (\(varnish-[^ ]*\).*/\1/p' || true)
 python3 - "$RESULTS" "$REQUESTS" "$SEED" "$CONCURRENCY" "$ORIGIN_GZIP" "$shellac_version" "${varnish_version:-none}" "$PROFILE" <<'EOF'
 import json
@@ -161,12 +172,13 @@ print()
 print(f"{requests} requests, seed {seed}, concurrency {concurrency}, origin gzip "
       f"{'on' if gzip == '1' else 'off'}; Shellac {shellac} ({profile}), {varnish}")
 print()
-print("| configuration | requests | origin requests (pages + static) | hit ratio | X-Cache HIT |")
-print("|---|---:|---:|---:|---:|")
+print("| configuration | requests | origin requests (pages + static) | hit ratio | X-Cache HIT | wrong bodies |")
+print("|---|---:|---:|---:|---:|---:|")
 with open(path, encoding="utf-8") as lines:
     for line in lines:
         r = json.loads(line)
         print(f"| {names.get(r['label'], r['label'])} | {r['requests']:,} | "
               f"{r['origin_requests']:,} ({r['origin_pages']:,} + {r['origin_static']:,}) | "
-              f"{r['hit_ratio']:.1%} | {r['hit_share']:.1%} |")
+              f"{r['hit_ratio']:.1%} | {r['hit_share']:.1%} | {r['wrong_bodies']} |")
 EOF
+exit "$failed"
