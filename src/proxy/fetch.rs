@@ -81,27 +81,19 @@ pub(super) async fn fetch(
     pool.budget().record_request();
     // Bounded: every pass returns, stops, or is a retry within `max_retries`.
     for _ in 0..(rules.max_retries as usize + pool.members().len() + 1) {
-        // 1. Pick: a usable backend, another one than before when there is
-        // one, and never one this request already reached.
-        let Some((index, backend)) = run.pick(key) else {
-            break;
-        };
-        // Retries on the same backend are one piece of its traffic.
-        let first_here = !run.tried.contains(&index);
-        run.tried.push(index);
-        // 2. A slot: at once, after queueing, or a 503 at once (load shedding).
-        let Some(slot) = run.admit(backend, route.priority, ctx).await else {
-            break;
-        };
-        ctx.backend = Some(backend.name().clone());
-        ctx.tried.push(backend.name().clone());
-        let Some(req) = run.next_request(again) else {
+        // 1.-2. A backend, a slot of it, and the request for it.
+        let Some(Begun {
+            index,
+            backend,
+            first_here,
+            slot,
+            req,
+            timeout,
+        }) = run.begin(key, route, again, ctx).await
+        else {
             break;
         };
         // 3. Send, and judge the answer.
-        let timeout = route
-            .first_byte_timeout
-            .unwrap_or(backend.client.config().first_byte_timeout);
         let sent_at = std::time::Instant::now();
         let sent = send(backend, req, timeout, run.deadline, again, ctx).await;
         let judged = match sent {
@@ -113,14 +105,10 @@ pub(super) async fn fetch(
             Judged::Stop => break,
             Judged::Retry => {}
         }
-        // 4. Back off (full jitter) before the next attempt; a pause that
-        // would outlast the deadline is not taken, the standing result goes.
-        let pause = retry::backoff(rules, ctx.retries, &mut rand::thread_rng());
-        if run.deadline.is_some_and(|d| d.left() <= pause) {
+        // 4. Back off before the next attempt.
+        if !run.back_off(ctx).await {
             break;
         }
-        ctx.retries += 1;
-        tokio::time::sleep(pause).await;
     }
     run.finish(ctx)
 }
@@ -149,25 +137,17 @@ pub(super) async fn upgrade(
     let mut run = Attempts::new(pool, rules, ctx.method.clone(), parts, body, None);
     // Bounded as `fetch` is: every pass returns, stops, or is a retry.
     for _ in 0..(rules.max_retries as usize + pool.members().len() + 1) {
-        let Some((index, backend)) = run.pick(key) else {
+        let Some(Begun {
+            index,
+            backend,
+            first_here,
+            slot,
+            req,
+            timeout,
+        }) = run.begin(key, route, again, ctx).await
+        else {
             break;
         };
-        let first_here = !run.tried.contains(&index);
-        run.tried.push(index);
-        let Some(slot) = run.admit(backend, route.priority, ctx).await else {
-            break;
-        };
-        ctx.backend = Some(backend.name().clone());
-        ctx.tried.push(backend.name().clone());
-        let Some(mut req) = run.next_request(again) else {
-            break;
-        };
-        if backend.client.config().proxy_protocol != 0 {
-            req.extensions_mut().insert(client_ends(ctx));
-        }
-        let timeout = route
-            .first_byte_timeout
-            .unwrap_or(backend.client.config().first_byte_timeout);
         let sent_at = std::time::Instant::now();
         let failure = match backend
             .client
@@ -192,12 +172,9 @@ pub(super) async fn upgrade(
         if !matches!(run.failed(failure, slot, index, ctx), Judged::Retry) {
             break;
         }
-        let pause = retry::backoff(rules, ctx.retries, &mut rand::thread_rng());
-        if run.deadline.is_some_and(|d| d.left() <= pause) {
+        if !run.back_off(ctx).await {
             break;
         }
-        ctx.retries += 1;
-        tokio::time::sleep(pause).await;
     }
     run.finish(ctx)
 }
@@ -213,6 +190,18 @@ enum Judged {
     Stop,
     /// Another attempt, after the backoff.
     Retry,
+}
+
+/// An attempt ready to go: the backend (its index in the pool), whether
+/// it is the first attempt on it, its slot, the request and the
+/// `first_byte_timeout` that applies.
+struct Begun<'a> {
+    index: usize,
+    backend: &'a Arc<backend::Backend<Body>>,
+    first_here: bool,
+    slot: InFlight,
+    req: Request<Body>,
+    timeout: std::time::Duration,
 }
 
 /// The state of one request's attempts.
@@ -304,6 +293,55 @@ impl<'a> Attempts<'a> {
                 None
             }
         }
+    }
+
+    /// The start of an attempt, the same for a fetch and a tunnel: pick a
+    /// usable backend (another one than before when there is one, never
+    /// one this request already reached), take a slot of it (at once,
+    /// after queueing, or none: load shedding), and the request to send
+    /// it, with the client's ends for a `proxy_protocol` backend's header.
+    /// `None`: no more attempts; what stands says why.
+    async fn begin(
+        &mut self,
+        key: &str,
+        route: &RouteConfig,
+        again: &(dyn Fn() -> Parts + Sync),
+        ctx: &mut RequestCtx,
+    ) -> Option<Begun<'a>> {
+        let (index, backend) = self.pick(key)?;
+        // Retries on the same backend are one piece of its traffic.
+        let first_here = !self.tried.contains(&index);
+        self.tried.push(index);
+        let slot = self.admit(backend, route.priority, ctx).await?;
+        ctx.backend = Some(backend.name().clone());
+        ctx.tried.push(backend.name().clone());
+        let mut req = self.next_request(again)?;
+        if backend.client.config().proxy_protocol != 0 {
+            req.extensions_mut().insert(client_ends(ctx));
+        }
+        let timeout = route
+            .first_byte_timeout
+            .unwrap_or(backend.client.config().first_byte_timeout);
+        Some(Begun {
+            index,
+            backend,
+            first_here,
+            slot,
+            req,
+            timeout,
+        })
+    }
+
+    /// The pause before the next attempt (full jitter); `false` when it
+    /// would outlast the deadline: then the standing result goes.
+    async fn back_off(&self, ctx: &mut RequestCtx) -> bool {
+        let pause = retry::backoff(self.rules, ctx.retries, &mut rand::thread_rng());
+        if self.deadline.is_some_and(|d| d.left() <= pause) {
+            return false;
+        }
+        ctx.retries += 1;
+        tokio::time::sleep(pause).await;
+        true
     }
 
     /// The request to send: the original, or a new copy of its head when
@@ -448,11 +486,9 @@ async fn send(
     again: &(dyn Fn() -> Parts + Sync),
     ctx: &RequestCtx,
 ) -> Result<Response<Body>, backend::SendFailure<Body>> {
+    // `begin` gave the first request the client's ends; a resent copy
+    // needs them again.
     let proxy_header = backend.client.config().proxy_protocol != 0;
-    let mut req = req;
-    if proxy_header {
-        req.extensions_mut().insert(client_ends(ctx));
-    }
     let mut sent = backend.client.send_returning(req, timeout, deadline).await;
     if let Err(failure) = &mut sent {
         if let Some(replay) = failure.replay.take() {
