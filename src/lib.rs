@@ -58,6 +58,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod encoding;
 pub mod generation;
 pub mod host;
 pub mod limits;

@@ -30,6 +30,8 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("host", &[]),
     // The name globs and host patterns of `[[rule]]`.
     ("pattern", &["host"]),
+    // Content codings: Accept-Encoding and the gzip / brotli codecs.
+    ("encoding", &[]),
     // Every metric family and the values they count.
     ("metrics", &["reason"]),
     // Retry policy and budget; its settings are plain configuration data.

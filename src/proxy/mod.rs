@@ -16,6 +16,7 @@
 //!   exit: one log line and the metrics, from RequestCtx
 //! ```
 
+mod compress;
 mod context;
 mod deliver;
 mod exchange;
@@ -399,6 +400,7 @@ impl Proxy {
             && policy::not_modified(&client.headers, &head.headers);
         let mut cache_status = deliver::fetched_cache_status(ctx, stale.is_some());
         let version = client.version;
+        let decode = self.must_decode(exchange.mode, &client.headers, &head);
         let body = self.store_or_pass(
             ctx,
             exchange,
@@ -413,7 +415,7 @@ impl Proxy {
         if ctx.collapsed {
             cache_status.push_str("; collapsed");
         }
-        self.deliver_fetched(ctx, version, head, body, cache_status, not_modified)
+        self.deliver_fetched(ctx, version, head, body, cache_status, not_modified, decode)
     }
 }
 

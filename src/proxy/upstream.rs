@@ -12,7 +12,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 
 use super::fetch::Pool;
-use super::{fetch, headers, Exchange, Proxy, RequestCtx};
+use super::{compress, fetch, headers, Exchange, Proxy, RequestCtx};
 use crate::backend::FetchError;
 use crate::body::Body;
 use crate::cache::policy::RequestMode;
@@ -183,6 +183,7 @@ impl Proxy {
             }
             _ => false,
         };
+        compress::backend_accept_encoding(&self.config.compression, exchange.mode, &mut parts);
         if via_peer {
             parts
                 .headers
