@@ -18,10 +18,13 @@
 //! The pipeline:
 //! - [`proxy`]: the request path as named phases (`proxy/mod.rs` is the
 //!   sequence; one file per phase); the only user of both cache and backends.
+//!   `proxy::compress` is `[compression]`: the backend asked for gzip, the
+//!   representation each client gets.
 //!
 //! Services of the request path:
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store, the
-//!   waiting list; the Redis second tier and invalidation fan-out (`cache::l2`).
+//!   waiting list; the Redis second tier and invalidation fan-out (`cache::l2`);
+//!   stored gzip objects and their `br` copy (`cache::encoded`).
 //! - [`backend`]: pooled clients with their timeouts and limits (the response
 //!   body with its between-bytes timer) over TCP, TLS or Unix sockets;
 //!   host names looked up again (`backend::resolve`), PROXY headers to
@@ -37,7 +40,7 @@
 //! Shared types:
 //! - [`body`]: the one body type (it wraps the backend's), the shared body of
 //!   a fetch in progress (`body::shared`, read by every client of it), the
-//!   request-body limit.
+//!   request-body limit, a gzip body decoded while it streams (`body::gunzip`).
 //! - [`config`]: the TOML file, validated into [`Config`] (`--check` and `run`
 //!   share it); raw structs, one builder per section, shared checks.
 //!
@@ -48,6 +51,8 @@
 //! - [`retry`]: which failures may be retried, full-jitter backoff, the retry budget.
 //! - [`host`]: host names as Shellac compares them (routes, keys, bans).
 //! - [`pattern`]: the name globs and host patterns of `[[rule]]`.
+//! - [`encoding`]: content codings: which one a client's `Accept-Encoding`
+//!   prefers, and the whole-body gzip and brotli codecs.
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 

@@ -363,3 +363,29 @@ fn broken_compression_settings_are_refused_with_file_line_and_key() {
     let unknown = refused("[compression]\nlevel = 3\n");
     assert!(unknown.contains("level"), "{unknown}");
 }
+
+#[tokio::test]
+async fn an_unstored_gzip_answer_to_a_lookup_is_decoded_for_identity_clients() {
+    let gzipped = gzip(page().as_bytes());
+    let origin = Origin::fixed(
+        Reply::ok(gzipped.clone())
+            .header("content-type", "text/html")
+            .header("content-encoding", "gzip")
+            .header("cache-control", "private"),
+    )
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    let identity = send(shellac.addr, "GET", "/p", IDENTITY).await;
+    assert_eq!(identity.header("x-cache"), Some("MISS"));
+    assert_eq!(identity.header("content-encoding"), None);
+    assert_eq!(identity.body, page().as_bytes());
+    assert_eq!(ae_seen(&origin, 0).as_deref(), Some("gzip"), "asked for gzip");
+    let gzip = send(shellac.addr, "GET", "/p", GZIP).await;
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzip.body, gzipped);
+    let head = send(shellac.addr, "HEAD", "/p", IDENTITY).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-encoding"), None);
+    assert!(head.body.is_empty());
+    shellac.stop().await;
+}

@@ -26,6 +26,8 @@ pub struct Gunzip {
     /// Decoded bytes still to skip, and to send (a range of the decoded body).
     skip: u64,
     remaining: Option<u64>,
+    /// Whether any input arrived.
+    fed: bool,
     done: bool,
 }
 
@@ -39,6 +41,7 @@ impl Gunzip {
             len,
             skip: 0,
             remaining: None,
+            fed: false,
             done: false,
         }
     }
@@ -107,10 +110,16 @@ impl Gunzip {
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        self.fed |= !data.is_empty();
                         self.input = data;
                     }
                 }
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None if !self.fed => {
+                    // No body at all (a HEAD, a 304): nothing to decode.
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
                 None => {
                     self.decoder.try_finish().map_err(BodyError::Decode)?;
                     let out = self.take_output().map(|out| self.in_range(out));

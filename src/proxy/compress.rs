@@ -43,10 +43,12 @@ impl Representation<'_> {
         request: &HeaderMap,
         object: &'a CachedObject,
     ) -> Representation<'a> {
-        if !config.gzip_support || !is_gzip(&object.headers) {
+        let encoded = object.encoded.as_deref();
+        // An object gzipped under `gzip_support` stays decodable after a
+        // reload turned it off (it may be stored without its variants).
+        if !(config.gzip_support || encoded.is_some()) || !is_gzip(&object.headers) {
             return Representation::Stored;
         }
-        let encoded = object.encoded.as_deref();
         let br = encoded
             .and_then(|e| e.br.as_ref())
             .filter(|_| config.brotli);
