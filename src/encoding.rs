@@ -151,17 +151,32 @@ mod tests {
 
     #[test]
     fn browsers_and_q_values() {
-        assert_eq!(preferred(&with("gzip, deflate, br, zstd"), true), Coding::Br);
-        assert_eq!(preferred(&with("gzip, deflate, br, zstd"), false), Coding::Gzip);
+        assert_eq!(
+            preferred(&with("gzip, deflate, br, zstd"), true),
+            Coding::Br
+        );
+        assert_eq!(
+            preferred(&with("gzip, deflate, br, zstd"), false),
+            Coding::Gzip
+        );
         assert_eq!(preferred(&with("gzip, deflate"), true), Coding::Gzip);
-        assert_eq!(preferred(&with("br;q=1.0, gzip;q=0.8, *;q=0.1"), true), Coding::Br);
+        assert_eq!(
+            preferred(&with("br;q=1.0, gzip;q=0.8, *;q=0.1"), true),
+            Coding::Br
+        );
         assert_eq!(preferred(&with("br;q=0.5, gzip"), true), Coding::Gzip);
         assert_eq!(preferred(&with("identity"), true), Coding::Identity);
         assert_eq!(preferred(&HeaderMap::new(), true), Coding::Identity);
         assert_eq!(preferred(&with("gzip;q=0, br;q=0"), true), Coding::Identity);
         assert_eq!(preferred(&with("*"), true), Coding::Br);
-        assert_eq!(preferred(&with("*;q=0.5, identity"), true), Coding::Identity);
-        assert_eq!(preferred(&with("gzip;q=0.5, identity;q=0.1"), true), Coding::Gzip);
+        assert_eq!(
+            preferred(&with("*;q=0.5, identity"), true),
+            Coding::Identity
+        );
+        assert_eq!(
+            preferred(&with("gzip;q=0.5, identity;q=0.1"), true),
+            Coding::Gzip
+        );
         assert_eq!(preferred(&with("X-GZIP"), true), Coding::Gzip);
         assert_eq!(preferred(&with("gzip;q=bogus"), true), Coding::Identity);
     }

@@ -94,10 +94,18 @@ async fn five_browser_accept_encodings_share_one_fetch_and_one_object() {
     let origin = html_origin(&[("vary", "Accept-Encoding")]).await;
     let shellac = Shellac::start(&config(origin.addr, "")).await;
     let browsers: &[(&str, Option<&str>, Option<&str>)] = &[
-        ("gzip, deflate, br, zstd", Some("gzip, deflate, br, zstd"), Some("br")),
+        (
+            "gzip, deflate, br, zstd",
+            Some("gzip, deflate, br, zstd"),
+            Some("br"),
+        ),
         ("gzip, deflate, br", Some("gzip, deflate, br"), Some("br")),
         ("gzip, deflate", Some("gzip, deflate"), Some("gzip")),
-        ("br;q=1.0, gzip;q=0.8, *;q=0.1", Some("br;q=1.0, gzip;q=0.8, *;q=0.1"), Some("br")),
+        (
+            "br;q=1.0, gzip;q=0.8, *;q=0.1",
+            Some("br;q=1.0, gzip;q=0.8, *;q=0.1"),
+            Some("br"),
+        ),
         ("identity", Some("identity"), None),
         ("none", None, None),
     ];
@@ -152,21 +160,39 @@ async fn a_compressible_identity_answer_is_stored_gzipped_for_every_client() {
     assert_eq!(gzip.header("content-encoding"), Some("gzip"));
     assert!(gzip.body.len() < 1000, "{} bytes", gzip.body.len());
     assert_eq!(gunzip(&gzip.body), page().as_bytes());
-    assert_eq!(gzip.header("content-length"), Some(gzip.body.len().to_string().as_str()));
-    assert_eq!(gzip.header("etag"), Some("W/\"v1\""), "a transformed representation");
+    assert_eq!(
+        gzip.header("content-length"),
+        Some(gzip.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        gzip.header("etag"),
+        Some("W/\"v1\""),
+        "a transformed representation"
+    );
     assert_eq!(gzip.header("vary"), Some("Accept-Encoding"));
 
     let br = send(shellac.addr, "GET", "/page", BR).await;
     assert_eq!(br.header("content-encoding"), Some("br"));
     assert_eq!(unbrotli(&br.body), page().as_bytes());
-    assert_eq!(br.header("content-length"), Some(br.body.len().to_string().as_str()));
+    assert_eq!(
+        br.header("content-length"),
+        Some(br.body.len().to_string().as_str())
+    );
     assert_eq!(br.header("etag"), Some("W/\"v1\""));
 
     let identity = send(shellac.addr, "GET", "/page", IDENTITY).await;
     assert_eq!(identity.header("content-encoding"), None);
-    assert_eq!(identity.body, page().as_bytes(), "byte-identical to the origin's");
+    assert_eq!(
+        identity.body,
+        page().as_bytes(),
+        "byte-identical to the origin's"
+    );
     assert_eq!(identity.header("content-length"), Some("5000"));
-    assert_eq!(identity.header("etag"), Some("\"v1\""), "the origin's own bytes");
+    assert_eq!(
+        identity.header("etag"),
+        Some("\"v1\""),
+        "the origin's own bytes"
+    );
     assert_eq!(identity.header("vary"), Some("Accept-Encoding"));
 
     // HEAD gives GET's headers, for each representation.
@@ -246,7 +272,11 @@ async fn no_transform_small_bodies_and_images_are_left_alone() {
             let got = send(shellac.addr, "GET", path, headers).await;
             assert_eq!(got.header("x-cache"), Some("HIT"), "{path}");
             assert_eq!(got.header("content-encoding"), None, "{path} {headers:?}");
-            let expected = if path == "/small" { &page()[..500] } else { &page()[..] };
+            let expected = if path == "/small" {
+                &page()[..500]
+            } else {
+                &page()[..]
+            };
             assert_eq!(got.body, expected.as_bytes(), "{path}");
         }
     }
@@ -273,7 +303,10 @@ async fn a_range_is_answered_on_the_representation_the_client_receives() {
     assert_eq!(gzip.status, 206);
     assert_eq!(gzip.header("content-encoding"), Some("gzip"));
     let total = whole.body.len();
-    assert_eq!(gzip.header("content-range"), Some(format!("bytes 0-9/{total}").as_str()));
+    assert_eq!(
+        gzip.header("content-range"),
+        Some(format!("bytes 0-9/{total}").as_str())
+    );
     assert_eq!(gzip.body, whole.body[..10]);
     assert_eq!(origin.requests(), 1);
     shellac.stop().await;
@@ -303,7 +336,10 @@ async fn a_large_body_is_compressed_off_the_request_path() {
     assert!(compressed.body.len() < big.len() / 3);
     let identity = send(shellac.addr, "GET", "/big", IDENTITY).await;
     assert_eq!(identity.body, big.as_bytes());
-    assert_eq!(identity.header("content-length"), Some(big.len().to_string().as_str()));
+    assert_eq!(
+        identity.header("content-length"),
+        Some(big.len().to_string().as_str())
+    );
     assert_eq!(origin.requests(), 1);
     shellac.stop().await;
 }
@@ -312,7 +348,10 @@ async fn a_large_body_is_compressed_off_the_request_path() {
 async fn a_pass_sends_the_clients_accept_encoding_and_is_left_alone() {
     let origin = html_origin(&[]).await;
     let shellac = Shellac::start(&config(origin.addr, "")).await;
-    let headers = [("accept-encoding", "gzip, deflate, br"), ("cookie", "session=1")];
+    let headers = [
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cookie", "session=1"),
+    ];
     let got = send(shellac.addr, "GET", "/private", &headers).await;
     assert_eq!(got.header("x-cache"), Some("PASS"));
     assert_eq!(got.header("content-encoding"), None);
@@ -358,7 +397,10 @@ fn broken_compression_settings_are_refused_with_file_line_and_key() {
     );
     assert!(level.contains("0 to 9"), "{level}");
     let types = refused("[compression]\nbrotli = true\ntypes = [\"text/*\", \"text html\"]\n");
-    assert!(types.starts_with("shellac.toml:7: key `compression.types`"), "{types}");
+    assert!(
+        types.starts_with("shellac.toml:7: key `compression.types`"),
+        "{types}"
+    );
     assert!(types.contains("media type"), "{types}");
     let unknown = refused("[compression]\nlevel = 3\n");
     assert!(unknown.contains("level"), "{unknown}");
@@ -379,7 +421,11 @@ async fn an_unstored_gzip_answer_to_a_lookup_is_decoded_for_identity_clients() {
     assert_eq!(identity.header("x-cache"), Some("MISS"));
     assert_eq!(identity.header("content-encoding"), None);
     assert_eq!(identity.body, page().as_bytes());
-    assert_eq!(ae_seen(&origin, 0).as_deref(), Some("gzip"), "asked for gzip");
+    assert_eq!(
+        ae_seen(&origin, 0).as_deref(),
+        Some("gzip"),
+        "asked for gzip"
+    );
     let gzip = send(shellac.addr, "GET", "/p", GZIP).await;
     assert_eq!(gzip.header("content-encoding"), Some("gzip"));
     assert_eq!(gzip.body, gzipped);

@@ -17,9 +17,9 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
 
 use super::coalesce::{Outcome, WriterGuard};
+use super::encoded::Compress;
 use super::key::CacheKey;
 use super::object::CachedObject;
-use super::encoded::Compress;
 use super::{vary_values, Cache};
 use crate::body::shared::{self, Filled, Reservation, SharedBody, SharedReader};
 use crate::body::Body;

@@ -82,7 +82,11 @@ impl Representation<'_> {
                         headers.remove(header::CONTENT_LENGTH);
                     }
                 }
-                match object.encoded.as_ref().and_then(|e| e.identity_etag.as_ref()) {
+                match object
+                    .encoded
+                    .as_ref()
+                    .and_then(|e| e.identity_etag.as_ref())
+                {
                     Some(etag) => {
                         headers.insert(header::ETAG, etag.clone());
                     }
@@ -186,11 +190,16 @@ impl Proxy {
     }
 }
 
-/// A fetched gzip response's head as its decoded form's: no
-/// `Content-Encoding`, no `Content-Length` (not known before the end), a
-/// weak `ETag`.
-pub(super) fn describe_decoded(headers: &mut HeaderMap) {
+/// A fetched gzip response as its decoded form when `decode`
+/// ([`Proxy::must_decode`]): no `Content-Encoding`, no `Content-Length`
+/// (not known before the end), a weak `ETag`, the body decoded as it
+/// streams. Else `body` as it is.
+pub(super) fn decode_for_client(decode: bool, headers: &mut HeaderMap, body: Body) -> Body {
+    if !decode {
+        return body;
+    }
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::CONTENT_LENGTH);
     weaken_etag(headers);
+    decoded(body, None)
 }

@@ -81,11 +81,7 @@ impl Proxy {
         body: Body,
         cache_status: String,
         not_modified: bool,
-        decode: bool,
     ) -> Response<Body> {
-        if decode {
-            compress::describe_decoded(&mut head.headers);
-        }
         let x_cache = if ctx.outcome == Outcome::Pass {
             "PASS"
         } else {
@@ -102,11 +98,6 @@ impl Proxy {
             return response;
         }
         self.finish_headers(&mut head.headers, version, x_cache, cache_status);
-        let body = if decode {
-            compress::decoded(body, None)
-        } else {
-            body
-        };
         Response::from_parts(head, body)
     }
 

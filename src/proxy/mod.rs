@@ -415,7 +415,9 @@ impl Proxy {
         if ctx.collapsed {
             cache_status.push_str("; collapsed");
         }
-        self.deliver_fetched(ctx, version, head, body, cache_status, not_modified, decode)
+        // What was stored stays gzip; a client that cannot take it gets it decoded.
+        let body = compress::decode_for_client(decode, &mut head.headers, body);
+        self.deliver_fetched(ctx, version, head, body, cache_status, not_modified)
     }
 }
 

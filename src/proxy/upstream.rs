@@ -241,7 +241,10 @@ fn add_validators(headers: &mut HeaderMap, stale: &CachedObject) -> bool {
     headers.remove(header::RANGE);
     let mut added = false;
     // An object Shellac gzipped holds a weakened tag; the backend knows its own.
-    let own = stale.encoded.as_ref().and_then(|e| e.identity_etag.as_ref());
+    let own = stale
+        .encoded
+        .as_ref()
+        .and_then(|e| e.identity_etag.as_ref());
     if let Some(etag) = own.or(stale.headers.get(header::ETAG)) {
         headers.insert(header::IF_NONE_MATCH, etag.clone());
         added = true;

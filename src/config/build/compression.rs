@@ -58,8 +58,7 @@ fn media_glob(text: &str) -> Result<Glob, String> {
     let (kind, subtype) = text.trim().split_once('/').ok_or_else(expected)?;
     let token = |s: &str| {
         !s.is_empty()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     };
     if !token(kind) || !token(subtype) {
