@@ -435,3 +435,56 @@ async fn an_unstored_gzip_answer_to_a_lookup_is_decoded_for_identity_clients() {
     assert!(head.body.is_empty());
     shellac.stop().await;
 }
+
+#[tokio::test]
+async fn a_gzipped_object_is_revalidated_with_the_backends_own_etag() {
+    let origin = Origin::start(|seen| async move {
+        if seen.headers.contains_key("if-none-match") {
+            return Reply::ok("")
+                .status(304)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=1");
+        }
+        Reply::ok(page())
+            .header("content-type", "text/html")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"v1\"")
+    })
+    .await;
+    let toml = config(origin.addr, "[cache]\ndefault_keep = \"60s\"\n");
+    let shellac = Shellac::start(&toml).await;
+    stored(&shellac, "/stale").await;
+    // Once stale, a request in grace starts one background revalidation.
+    let mut refreshed = false;
+    for _ in 0..200 {
+        let got = send(shellac.addr, "GET", "/stale", GZIP).await;
+        assert_eq!(gunzip(&got.body), page().as_bytes());
+        if origin.requests() >= 2 {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refreshed, "never revalidated");
+    let seen = origin.seen();
+    assert_eq!(
+        seen[1].headers["if-none-match"], "\"v1\"",
+        "the backend's own tag"
+    );
+    // The refreshed object is still the one gzip object, its tag weak.
+    for _ in 0..100 {
+        let got = send(shellac.addr, "GET", "/stale", GZIP).await;
+        if got.header("x-cache") == Some("HIT") {
+            assert_eq!(got.header("content-encoding"), Some("gzip"));
+            assert_eq!(got.header("etag"), Some("W/\"v1\""));
+            assert_eq!(gunzip(&got.body), page().as_bytes());
+            let identity = send(shellac.addr, "GET", "/stale", IDENTITY).await;
+            assert_eq!(identity.header("etag"), Some("\"v1\""));
+            assert_eq!(identity.body, page().as_bytes());
+            shellac.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the refreshed object was never a hit");
+}

@@ -152,3 +152,40 @@ impl http_body::Body for Gunzip {
         self.len.map_or_else(SizeHint::new, SizeHint::with_exact)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn gzip(bytes: &[u8]) -> Bytes {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(bytes).expect("in memory");
+        Bytes::from(encoder.finish().expect("in memory"))
+    }
+
+    #[tokio::test]
+    async fn a_well_compressed_body_comes_out_in_bounded_pieces() {
+        // 8 MiB of zeros gzip into a few KiB: one input piece.
+        let plain = vec![0u8; 8 << 20];
+        let mut body = Gunzip::new(Body::full(gzip(&plain)), Some(plain.len() as u64));
+        let (mut total, mut largest) = (0, 0);
+        while let Some(frame) = body.frame().await {
+            let data = frame.expect("valid").into_data().expect("data");
+            largest = largest.max(data.len());
+            total += data.len();
+        }
+        assert_eq!(total, plain.len());
+        assert!(largest <= 64 * 1024, "{largest} bytes in one piece");
+    }
+
+    #[tokio::test]
+    async fn a_range_of_the_decoded_body() {
+        let plain: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let body = Gunzip::new(Body::full(gzip(&plain)), None).range(70_000, 300_001);
+        let got = body.collect().await.expect("valid").to_bytes();
+        assert_eq!(got, plain[70_000..=300_001]);
+        let broken = Gunzip::new(Body::full(Bytes::from_static(b"not gzip")), None);
+        assert!(broken.collect().await.is_err());
+    }
+}
