@@ -133,6 +133,8 @@ async fn five_browser_accept_encodings_share_one_fetch_and_one_object() {
             }
         }
     }
+    // One fetch and every second-round answer a hit: no spelling got a
+    // variant of its own, all were served from the one stored object.
     assert_eq!(origin.requests(), 1, "one origin fetch for every spelling");
     assert_eq!(ae_seen(&origin, 0).as_deref(), Some("gzip"));
     // The identity clients get the origin's bytes exactly, the others fewer.
