@@ -155,6 +155,11 @@ async fn a_compressible_identity_answer_is_stored_gzipped_for_every_client() {
     let first = send(shellac.addr, "GET", "/page", GZIP).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
     assert_eq!(decoded(&first), page().as_bytes());
+    assert_eq!(
+        first.header("vary"),
+        Some("Accept-Encoding"),
+        "on the miss too"
+    );
     assert_eq!(ae_seen(&origin, 0).as_deref(), Some("gzip"));
 
     let gzip = send(shellac.addr, "GET", "/page", GZIP).await;

@@ -99,7 +99,7 @@ pub fn is_gzip(headers: &HeaderMap) -> bool {
 }
 
 /// `Vary: Accept-Encoding`, unless `Vary` names it already or is `*`.
-fn add_vary(headers: &mut HeaderMap) {
+pub fn add_vary(headers: &mut HeaderMap) {
     let star = headers
         .get_all(header::VARY)
         .iter()

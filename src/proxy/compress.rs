@@ -17,6 +17,7 @@ use http::{Method, StatusCode};
 use super::Proxy;
 use crate::body::gunzip::Gunzip;
 use crate::body::Body;
+pub(super) use crate::cache::encoded::add_vary;
 use crate::cache::encoded::{is_gzip, Compress};
 use crate::cache::policy::{CacheControl, RequestMode};
 use crate::cache::CachedObject;
