@@ -17,9 +17,13 @@
 //!   [`RequestBodyState`] so the pipeline can answer 413 (or 400 for a body
 //!   hyper could not decode) instead of blaming the backend.
 //!
+//! - [`gunzip::Gunzip`] decodes a gzip body while it streams, for a client
+//!   that cannot take gzip (`[compression]`).
+//!
 //! `Body` is an enum rather than a boxed trait object so that cache hits (a
 //! `Bytes` handed out as it is) cost no allocation for the body.
 
+pub mod gunzip;
 pub mod shared;
 
 use std::pin::Pin;
@@ -61,6 +65,9 @@ pub enum BodyError {
         /// Bytes this reader had when it ended.
         at: u64,
     },
+    /// A gzip body being decoded for a client was not valid gzip.
+    #[error("the gzip body could not be decoded: {0}")]
+    Decode(std::io::Error),
 }
 
 /// A request or response body as Shellac passes it around.
@@ -78,6 +85,9 @@ pub enum Body {
     Shared(SharedReader),
     /// A client's request body, forwarded as it arrives under `max_request_body`.
     Limited(LimitedBody),
+    /// A gzip body decoded while it streams (boxed: the decoder's state
+    /// would make every body as large as it is).
+    Gunzip(Box<gunzip::Gunzip>),
 }
 
 impl Body {
@@ -102,6 +112,7 @@ impl http_body::Body for Body {
             Body::Backend(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::Backend),
             Body::Shared(inner) => Pin::new(inner).poll_frame(cx),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Gunzip(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
 
@@ -113,6 +124,7 @@ impl http_body::Body for Body {
             Body::Backend(inner) => inner.is_end_stream(),
             Body::Shared(inner) => inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
+            Body::Gunzip(inner) => inner.is_end_stream(),
         }
     }
 
@@ -124,6 +136,7 @@ impl http_body::Body for Body {
             Body::Backend(inner) => inner.size_hint(),
             Body::Shared(inner) => inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
+            Body::Gunzip(inner) => inner.size_hint(),
         }
     }
 }

@@ -20,10 +20,13 @@
 //! - [`proxy`]: the request path as named phases (`proxy/mod.rs` is the
 //!   sequence; one file per phase, `proxy/tunnel.rs` for Upgrade tunnels
 //!   such as WebSocket); the only user of both cache and backends.
+//!   `proxy::compress` is `[compression]`: the backend asked for gzip, the
+//!   representation each client gets.
 //!
 //! Services of the request path:
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store, the
-//!   waiting list; the Redis second tier and invalidation fan-out (`cache::l2`).
+//!   waiting list; the Redis second tier and invalidation fan-out (`cache::l2`);
+//!   stored gzip objects and their `br` copy (`cache::encoded`).
 //! - [`backend`]: pooled clients with their timeouts and limits (the response
 //!   body with its between-bytes timer) over TCP, TLS or Unix sockets;
 //!   host names looked up again (`backend::resolve`), PROXY headers to
@@ -39,7 +42,7 @@
 //! Shared types:
 //! - [`body`]: the one body type (it wraps the backend's), the shared body of
 //!   a fetch in progress (`body::shared`, read by every client of it), the
-//!   request-body limit.
+//!   request-body limit, a gzip body decoded while it streams (`body::gunzip`).
 //! - [`config`]: the TOML file, validated into [`Config`] (`--check` and `run`
 //!   share it); raw structs, one builder per section, shared checks.
 //!
@@ -51,6 +54,8 @@
 //! - [`host`]: host names as Shellac compares them (routes, keys, bans).
 //! - [`pattern`]: the name globs and host patterns of `[[rule]]`.
 //! - [`peer`]: the client's address as a connection gives it (IP or Unix socket).
+//! - [`encoding`]: content codings: which one a client's `Accept-Encoding`
+//!   prefers, and the whole-body gzip and brotli codecs.
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 
@@ -61,6 +66,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod encoding;
 pub mod generation;
 pub mod host;
 pub mod limits;

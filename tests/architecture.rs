@@ -32,6 +32,8 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("pattern", &["host"]),
     // The client's address as a connection gives it (IP or Unix socket).
     ("peer", &[]),
+    // Content codings: Accept-Encoding and the gzip / brotli codecs.
+    ("encoding", &[]),
     // Every metric family and the values they count.
     ("metrics", &["reason"]),
     // Retry policy and budget; its settings are plain configuration data.

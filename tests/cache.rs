@@ -343,7 +343,10 @@ async fn vary_keeps_variants_side_by_side() {
             .header("cache-control", "max-age=60")
     })
     .await;
-    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    // Without `[compression] gzip_support` (on by default, it serves every
+    // `Accept-Encoding` from one object: tests/compression.rs).
+    let toml = config(origin.addr, "[compression]\ngzip_support = false\n");
+    let shellac = Shellac::start(&toml).await;
     let gzip = send(shellac.addr, "GET", "/v", &[("accept-encoding", "gzip")]).await;
     let br = send(shellac.addr, "GET", "/v", &[("accept-encoding", "br")]).await;
     assert_eq!(gzip.text(), "encoded as gzip");

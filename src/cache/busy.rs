@@ -17,11 +17,17 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
 
 use super::coalesce::{Outcome, WriterGuard};
+use super::encoded::Compress;
 use super::key::CacheKey;
 use super::object::CachedObject;
-use super::{vary_names, vary_values, Cache};
+use super::{vary_values, Cache};
 use crate::body::shared::{self, Filled, Reservation, SharedBody, SharedReader};
 use crate::body::Body;
+
+/// Bodies up to this size are compressed where they complete, in well
+/// under a millisecond, so that a client that has the whole body finds the
+/// object stored; larger ones on a blocking thread (`cache::encoded`).
+const INLINE_COMPRESS: usize = 64 * 1024;
 
 /// Where a busy object goes once whole, and how large it may grow.
 pub struct Destination {
@@ -36,6 +42,9 @@ pub struct Destination {
     /// The most it may hold: `[cache] max_object_size`, or
     /// `transit_capacity` when that is smaller.
     pub max_size: u64,
+    /// `[compression]`: how to keep it once whole (on a blocking thread),
+    /// when it is compressible; none stores it as it came.
+    pub compress: Option<Compress>,
 }
 
 /// An object being fetched.
@@ -74,7 +83,8 @@ impl BusyObject {
         guard: Option<WriterGuard>,
     ) -> Arc<BusyObject> {
         let shared = SharedBody::new(declared, to.max_size, reservation);
-        let busy = Arc::new(BusyObject::new(head, &to.request, shared.clone()));
+        let names = to.cache.variant_names(&head.headers);
+        let busy = Arc::new(BusyObject::new(head, names, &to.request, shared.clone()));
         if let Some(guard) = &guard {
             guard.stream(busy.clone());
         }
@@ -82,8 +92,28 @@ impl BusyObject {
         let on_filled = Box::new(move |filled: Filled| {
             let outcome = match filled {
                 Filled::Complete(bytes) => {
-                    let stored = Arc::new(object.complete(bytes));
-                    to.cache.insert(&to.key, &to.request, stored);
+                    let stored = object.complete(bytes);
+                    match to.compress {
+                        Some(plan) if stored.body.len() > INLINE_COMPRESS => {
+                            // On a thread of its own; the waiting list stays
+                            // held (new requests follow the busy object)
+                            // until the object is stored.
+                            drop(object);
+                            tokio::task::spawn_blocking(move || {
+                                let stored = Arc::new(plan.apply(stored));
+                                to.cache.insert(&to.key, &to.request, stored);
+                                if let Some(guard) = guard {
+                                    guard.release(Outcome::Stored);
+                                }
+                            });
+                            return;
+                        }
+                        Some(plan) => {
+                            let stored = Arc::new(plan.apply(stored));
+                            to.cache.insert(&to.key, &to.request, stored);
+                        }
+                        None => to.cache.insert(&to.key, &to.request, Arc::new(stored)),
+                    }
                     Outcome::Stored
                 }
                 Filled::TooLarge => {
@@ -100,13 +130,14 @@ impl BusyObject {
         busy
     }
 
-    /// The object being fetched for a request with headers `request`.
+    /// The object being fetched for a request with headers `request`,
+    /// its variant picked by the `Vary` names `names`.
     pub(super) fn new(
         head: CachedObject,
+        names: Vec<HeaderName>,
         request: &HeaderMap,
         body: Arc<SharedBody>,
     ) -> BusyObject {
-        let names = vary_names(&head.headers);
         let values = vary_values(&names, request);
         BusyObject {
             head,

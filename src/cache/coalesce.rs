@@ -244,7 +244,12 @@ mod tests {
         );
         let reservation = Arc::new(Transit::default()).reserve(0, 1).expect("room");
         let body = SharedBody::new(None, 1, reservation);
-        let busy = Arc::new(BusyObject::new(head, &http::HeaderMap::new(), body));
+        let busy = Arc::new(BusyObject::new(
+            head,
+            Vec::new(),
+            &http::HeaderMap::new(),
+            body,
+        ));
         writer.stream(busy.clone());
         assert!(matches!(early.news().await, Outcome::Streaming(b) if Arc::ptr_eq(&b, &busy)));
         // A request that joins while the fetch streams gets it too.

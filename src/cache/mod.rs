@@ -11,13 +11,14 @@
 pub mod ban;
 pub mod busy;
 pub mod coalesce;
+pub mod encoded;
 pub mod key;
 pub mod l2;
 pub mod object;
 pub mod policy;
 pub mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,9 @@ pub struct Cache {
     l2: Option<Arc<l2::L2>>,
     /// Bytes buffered by fetches in progress (`[cache] transit_capacity`).
     transit: Arc<Transit>,
+    /// `[compression] gzip_support`: `Accept-Encoding` splits no variants
+    /// (every client is served from the one gzip object).
+    ignore_accept_encoding: AtomicBool,
 }
 
 impl Cache {
@@ -65,6 +69,7 @@ impl Cache {
             generation: AtomicU64::new(1),
             l2: None,
             transit: Arc::default(),
+            ignore_accept_encoding: AtomicBool::new(false),
         }
     }
 
@@ -72,6 +77,24 @@ impl Cache {
     pub fn with_l2(mut self, l2: Arc<l2::L2>) -> Cache {
         self.l2 = Some(l2);
         self
+    }
+
+    /// `[compression] gzip_support` of the current generation: with it,
+    /// `Vary: Accept-Encoding` is satisfied by the one stored object (as in
+    /// Varnish with `http_gzip_support`), which delivery decodes or
+    /// re-encodes for each client.
+    pub fn set_gzip_support(&self, on: bool) {
+        self.ignore_accept_encoding.store(on, Ordering::Relaxed);
+    }
+
+    /// The `Vary` names that pick a variant of an object with `headers`:
+    /// [`vary_names`], less `Accept-Encoding` under `gzip_support`.
+    pub fn variant_names(&self, headers: &HeaderMap) -> Vec<HeaderName> {
+        let mut names = vary_names(headers);
+        if self.ignore_accept_encoding.load(Ordering::Relaxed) {
+            names.retain(|n| n != header::ACCEPT_ENCODING);
+        }
+        names
     }
 
     /// The second tier, if any.
@@ -140,7 +163,7 @@ impl Cache {
         if let Some(l2) = &self.l2 {
             // L2 keeps one variant per URL, with the request's Vary values
             // so that a lookup never answers with another variant.
-            let names = vary_names(&object.headers);
+            let names = self.variant_names(&object.headers);
             l2.store(key, object, vary_values(&names, request));
         }
     }
@@ -156,7 +179,7 @@ impl Cache {
         let l2 = self.l2.as_ref()?;
         let bytes = l2.get(key).await?;
         let decoded = l2.decode(key, bytes)?;
-        let names = vary_names(&decoded.object.headers);
+        let names = self.variant_names(&decoded.object.headers);
         if vary_values(&names, request) != decoded.vary {
             l2.metrics().misses.inc();
             return None;
@@ -219,7 +242,7 @@ impl Cache {
     }
 
     fn insert_local(&self, key: &CacheKey, request: &HeaderMap, object: Arc<CachedObject>) {
-        let names = vary_names(&object.headers);
+        let names = self.variant_names(&object.headers);
         if names.is_empty() {
             self.store.insert(key.clone(), Entry::Object(object));
             return;

@@ -9,6 +9,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
+use std::sync::Arc;
+
+use super::encoded::Encoded;
 use super::policy::Lifetimes;
 
 /// Bytes counted per object beyond its body, key and headers: the `Arc`,
@@ -34,6 +37,9 @@ pub struct CachedObject {
     pub initial_age: Duration,
     /// Freshness, grace, keep and revalidation rules.
     pub lifetimes: Lifetimes,
+    /// For a gzip body kept by `[compression]`: what its other
+    /// representations need (`cache::encoded`); none otherwise.
+    pub encoded: Option<Arc<Encoded>>,
 }
 
 impl CachedObject {
@@ -52,6 +58,7 @@ impl CachedObject {
             stored_at: Instant::now(),
             initial_age,
             lifetimes,
+            encoded: None,
         }
     }
 
@@ -78,6 +85,19 @@ impl CachedObject {
             }
             headers.append(name.clone(), value.clone());
         }
+        let mut encoded = self.encoded.clone();
+        // An object Shellac gzipped keeps a weak `ETag`; the 304's is the
+        // backend's, of the identity body.
+        if let (Some(enc), Some(etag)) = (&self.encoded, not_modified.get(header::ETAG)) {
+            if enc.identity_etag.is_some() {
+                headers.insert(header::ETAG, crate::encoding::weakened(etag));
+                encoded = Some(Arc::new(Encoded {
+                    identity_len: enc.identity_len,
+                    identity_etag: Some(etag.clone()),
+                    br: enc.br.clone(),
+                }));
+            }
+        }
         CachedObject {
             status: self.status,
             headers: compact(&headers),
@@ -85,6 +105,7 @@ impl CachedObject {
             stored_at: Instant::now(),
             initial_age,
             lifetimes,
+            encoded,
         }
     }
 
@@ -99,6 +120,21 @@ impl CachedObject {
             stored_at: Instant::now(),
             initial_age: self.initial_age,
             lifetimes: self.lifetimes,
+            encoded: None,
+        }
+    }
+
+    /// The same object with `headers` and `body` in gzip, and its other
+    /// representations (`cache::encoded`).
+    pub fn encoded(&self, headers: HeaderMap, body: Bytes, encoded: Encoded) -> CachedObject {
+        CachedObject {
+            status: self.status,
+            headers: compact(&headers),
+            body,
+            stored_at: self.stored_at,
+            initial_age: self.initial_age,
+            lifetimes: self.lifetimes,
+            encoded: Some(Arc::new(encoded)),
         }
     }
 
@@ -125,7 +161,12 @@ impl CachedObject {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
             .sum();
-        self.body.len() + headers + OBJECT_OVERHEAD
+        let br = self
+            .encoded
+            .as_ref()
+            .and_then(|e| e.br.as_ref())
+            .map_or(0, Bytes::len);
+        self.body.len() + br + headers + OBJECT_OVERHEAD
     }
 }
 

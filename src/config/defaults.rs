@@ -265,3 +265,30 @@ pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// `[cluster]`: a peer is ejected after this many failed fetches in a row
 /// (its keys move to the next peer on the ring until it answers again).
 pub const PEER_CONSECUTIVE_FAILURES: u32 = 2;
+
+/// `[compression] gzip_support` (Varnish `http_gzip_support`, on): the
+/// backend is asked for gzip, compressible answers are stored gzipped and
+/// decoded for the clients that cannot take gzip.
+pub const GZIP_SUPPORT: bool = true;
+/// `[compression] brotli` (on): clients that accept `br` get it, made once
+/// per stored object.
+pub const BROTLI: bool = true;
+/// `[compression] types`: the media types worth compressing (images,
+/// video, archives and fonts other than SVG are compressed already).
+pub const COMPRESSIBLE_TYPES: &[&str] = &[
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "image/svg+xml",
+];
+/// `[compression] min_size` (1 KiB): below it, gzip's header and trailer
+/// eat most of the saving.
+pub const COMPRESSION_MIN_SIZE: u64 = 1024;
+/// `[compression] gzip_level` (Varnish `gzip_level`, 6): zlib's default
+/// trade of CPU for size.
+pub const GZIP_LEVEL: u32 = 6;
+/// The brotli quality of the `br` copy made beside a stored gzip object
+/// (not configurable): 5 is about gzip -9's size at a fraction of the
+/// CPU of quality 11, and it is paid once per object, not per hit.
+pub const BROTLI_QUALITY: u32 = 5;

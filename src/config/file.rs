@@ -40,6 +40,19 @@ pub(super) struct RawConfig {
     pub(super) cluster: Option<RawCluster>,
     #[serde(default)]
     pub(super) tls: RawTls,
+    #[serde(default)]
+    pub(super) compression: RawCompression,
+}
+
+/// `[compression]`: gzip and brotli the Varnish way (`http_gzip_support`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompression {
+    pub(super) gzip_support: Option<bool>,
+    pub(super) brotli: Option<bool>,
+    pub(super) types: Option<Vec<Spanned<String>>>,
+    pub(super) min_size: Option<ByteSize>,
+    pub(super) gzip_level: Option<Spanned<i64>>,
 }
 
 /// `[tls]`: the certificates of the TLS listeners.

@@ -91,6 +91,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[tls]`: the certificates, loaded and checked (none without `[tls]`).
     pub tls: TlsConfig,
+    /// `[compression]`: gzip and brotli the Varnish way.
+    pub compression: CompressionConfig,
     /// What an operator should know about this configuration although it
     /// is valid (a certificate about to expire), one sentence each. Logged
     /// by `run` and on every reload, printed by `--check`: the configuration
@@ -243,6 +245,41 @@ pub struct ServerConfig {
     pub max_request_body: u64,
     /// Runtime worker threads; 0: one per CPU this process may run on.
     pub workers: usize,
+}
+
+/// `[compression]`: with `gzip_support`, Varnish's `http_gzip_support`:
+/// the backend is asked for gzip, compressible answers are stored gzipped,
+/// and each client gets the encoding it accepts (docs/caching.md,
+/// "Compression").
+#[derive(Clone, Debug)]
+pub struct CompressionConfig {
+    /// Normalise `Accept-Encoding`, store gzip, decode for identity clients.
+    /// Off: `Accept-Encoding` passes through and splits `Vary` variants.
+    pub gzip_support: bool,
+    /// Also serve `br` (made once from the stored object) to clients that
+    /// accept it.
+    pub brotli: bool,
+    /// Media types (without parameters, lower-cased) worth compressing:
+    /// `text/*`-style globs.
+    pub types: Vec<crate::pattern::Glob>,
+    /// Bodies smaller than this are stored as they are.
+    pub min_size: u64,
+    /// The gzip level, 0 (stored) to 9 (smallest).
+    pub gzip_level: u32,
+}
+
+impl CompressionConfig {
+    /// Whether a response of `content_type` (a `Content-Type` value) is
+    /// worth compressing: its media type, parameters dropped, matches one
+    /// of `types`.
+    pub fn compressible(&self, content_type: &str) -> bool {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media.bytes().any(|b| b.is_ascii_uppercase()) {
+            let lower = media.to_ascii_lowercase();
+            return self.types.iter().any(|t| t.matches(&lower));
+        }
+        self.types.iter().any(|t| t.matches(media))
+    }
 }
 
 /// `[cache]`.

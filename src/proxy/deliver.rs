@@ -11,8 +11,10 @@ use http::response::Parts as ResponseParts;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
+use super::compress::{self, Representation};
 use super::range::{self, RangeAnswer};
 use super::{headers, Outcome, Proxy, RequestCtx};
+use crate::body::gunzip::Gunzip;
 use crate::body::Body;
 use crate::cache::policy;
 use crate::cache::CachedObject;
@@ -29,18 +31,37 @@ impl Proxy {
         x_cache: &'static str,
         cache_status: HeaderValue,
     ) -> Response<Body> {
+        self.deliver_object(parts, object, None, now, x_cache, cache_status)
+    }
+
+    /// [`Proxy::deliver`], its body read from `live` (a busy object's
+    /// reader) instead of the stored body when given. The representation
+    /// (stored bytes, `br` copy, decoded gzip) is the one the client accepts
+    /// (`compress.rs`); conditions and ranges apply to it.
+    pub(super) fn deliver_object(
+        &self,
+        parts: &Parts,
+        object: &CachedObject,
+        live: Option<Body>,
+        now: Instant,
+        x_cache: &'static str,
+        cache_status: HeaderValue,
+    ) -> Response<Body> {
+        let repr = Representation::of(&self.config.compression, &parts.headers, object);
         let mut response = Response::new(Body::Empty);
         let headers = response.headers_mut();
         headers.clone_from(&object.headers);
+        repr.describe(headers, object);
         headers.insert(header::AGE, headers::age_value(object.age(now).as_secs()));
-        if policy::not_modified(&parts.headers, &object.headers) {
+        if policy::not_modified(&parts.headers, headers) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response.headers_mut().remove(header::CONTENT_LENGTH);
         } else {
             *response.status_mut() = object.status;
-            deliver_body(&mut response, parts, object);
+            deliver_body(&mut response, parts, object, &repr, live);
         }
-        if object.status == StatusCode::OK {
+        let ranges = !matches!(repr, Representation::Decoded { len: None });
+        if object.status == StatusCode::OK && ranges {
             response
                 .headers_mut()
                 .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -112,20 +133,47 @@ impl Proxy {
 }
 
 /// The body (whole, a range, or none for 416) of a stored object's
-/// response, with `Content-Range` where it takes one.
-fn deliver_body(response: &mut Response<Body>, parts: &Parts, object: &CachedObject) {
-    let len = object.body.len() as u64;
-    let range = if object.status == StatusCode::OK && parts.method == Method::GET {
-        range::answer(&parts.headers, &object.headers, len)
-    } else {
-        RangeAnswer::Whole
+/// response in representation `repr`, with `Content-Range` where it takes
+/// one; from `live` when given (a busy object, never with a range).
+fn deliver_body(
+    response: &mut Response<Body>,
+    parts: &Parts,
+    object: &CachedObject,
+    repr: &Representation<'_>,
+    live: Option<Body>,
+) {
+    let bytes = repr.bytes(object);
+    let len = match (bytes, repr) {
+        (Some(bytes), _) => Some(bytes.len() as u64),
+        (None, Representation::Decoded { len }) => *len,
+        (None, _) => None,
     };
+    // A decoded body of unknown length takes no range: the whole, a 200.
+    let range = match len {
+        Some(len) if object.status == StatusCode::OK && parts.method == Method::GET => {
+            range::answer(&parts.headers, response.headers(), len)
+        }
+        _ => RangeAnswer::Whole,
+    };
+    let whole = |live: Option<Body>| match (bytes, live) {
+        (_, Some(live)) if bytes.is_some() => live,
+        (Some(bytes), _) => Body::Full(Some(bytes.clone())),
+        (None, live) => compress::decoded(
+            live.unwrap_or_else(|| Body::Full(Some(object.body.clone()))),
+            len,
+        ),
+    };
+    let len = len.unwrap_or(0);
     match range {
-        RangeAnswer::Whole => *response.body_mut() = Body::Full(Some(object.body.clone())),
+        RangeAnswer::Whole => *response.body_mut() = whole(live),
         RangeAnswer::Part { start, end } => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            *response.body_mut() =
-                Body::Full(Some(object.body.slice(start as usize..=end as usize)));
+            *response.body_mut() = match bytes {
+                Some(bytes) => Body::Full(Some(bytes.slice(start as usize..=end as usize))),
+                None => Body::Gunzip(Box::new(
+                    Gunzip::new(Body::Full(Some(object.body.clone())), None).range(start, end),
+                )),
+            };
             let headers = response.headers_mut();
             headers.remove(header::CONTENT_LENGTH);
             if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
@@ -143,8 +191,8 @@ fn deliver_body(response: &mut Response<Body>, parts: &Parts, object: &CachedObj
     }
     if parts.method == Method::HEAD {
         // hyper sends no body for HEAD but derives Content-Length from
-        // the body it is given: keep the stored length.
-        *response.body_mut() = Body::Full(Some(object.body.clone()));
+        // the body it is given: the whole representation's length.
+        *response.body_mut() = whole(None);
     }
 }
 

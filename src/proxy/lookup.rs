@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Response, StatusCode};
+use http::Response;
 
 use super::deliver::ttl_left;
 use super::{headers, Exchange, Outcome, Proxy, RequestCtx};
@@ -128,10 +128,7 @@ impl Proxy {
         }
         ctx.outcome = Outcome::Miss;
         let status = HeaderValue::from_static("shellac; fwd=uri-miss; collapsed");
-        let mut response = self.deliver(parts, &busy.head, now, "MISS", status);
-        if response.status() != StatusCode::NOT_MODIFIED {
-            *response.body_mut() = Body::Shared(busy.reader());
-        }
-        Some(response)
+        let live = Body::Shared(busy.reader());
+        Some(self.deliver_object(parts, &busy.head, Some(live), now, "MISS", status))
     }
 }

@@ -19,6 +19,7 @@
 //!         when it closes)
 //! ```
 
+mod compress;
 mod context;
 mod deliver;
 mod exchange;
@@ -428,6 +429,12 @@ impl Proxy {
             && policy::not_modified(&client.headers, &head.headers);
         let mut cache_status = deliver::fetched_cache_status(ctx, stale.is_some());
         let version = client.version;
+        let decode = self.must_decode(exchange.mode, &client.headers, &head);
+        // The miss of an object about to be kept in gzip already says so.
+        let varies = decision.is_ok()
+            && self
+                .compress_plan(&head, self.config.cache.max_object_size)
+                .is_some();
         let body = self.store_or_pass(
             ctx,
             exchange,
@@ -441,6 +448,11 @@ impl Proxy {
         );
         if ctx.collapsed {
             cache_status.push_str("; collapsed");
+        }
+        // What was stored stays gzip; a client that cannot take it gets it decoded.
+        let body = compress::decode_for_client(decode, &mut head.headers, body);
+        if varies {
+            compress::add_vary(&mut head.headers);
         }
         self.deliver_fetched(ctx, version, head, body, cache_status, not_modified)
     }

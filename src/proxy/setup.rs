@@ -45,6 +45,7 @@ impl Proxy {
             previous.map(|p| p.backends.as_ref()),
             &ops.metrics,
         ));
+        cache.set_gzip_support(config.compression.gzip_support);
         Proxy {
             pages: Pages::new(&config.server),
             rate_limits: RateLimits::new(&config.rate_limits),

@@ -108,6 +108,7 @@ impl Proxy {
                         request: client_headers,
                         hit_for_miss: c.hit_for_miss,
                         max_size,
+                        compress: self.compress_plan(head, c.max_object_size),
                     },
                     stored_head(head, initial_age, lifetimes),
                     declared,

@@ -11,7 +11,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 
 use super::fetch::Pool;
-use super::{fetch, headers, Exchange, Proxy, RequestCtx};
+use super::{compress, fetch, headers, Exchange, Proxy, RequestCtx};
 use crate::backend::FetchError;
 use crate::body::Body;
 use crate::cache::policy::RequestMode;
@@ -183,6 +183,7 @@ impl Proxy {
             }
             _ => false,
         };
+        compress::backend_accept_encoding(&self.config.compression, exchange.mode, &mut parts);
         if via_peer {
             parts
                 .headers
@@ -239,7 +240,12 @@ fn add_validators(headers: &mut HeaderMap, stale: &CachedObject) -> bool {
     strip_conditionals(headers);
     headers.remove(header::RANGE);
     let mut added = false;
-    if let Some(etag) = stale.headers.get(header::ETAG) {
+    // An object Shellac gzipped holds a weakened tag; the backend knows its own.
+    let own = stale
+        .encoded
+        .as_ref()
+        .and_then(|e| e.identity_etag.as_ref());
+    if let Some(etag) = own.or(stale.headers.get(header::ETAG)) {
         headers.insert(header::IF_NONE_MATCH, etag.clone());
         added = true;
     }

@@ -12,6 +12,7 @@ mod admin;
 mod backend;
 mod cache;
 mod cluster;
+mod compression;
 mod l2;
 mod log;
 mod pool;
@@ -51,6 +52,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
     let admin = admin::build(&raw.admin, loc)?;
     let log = log::build(&raw.log, loc)?;
     let rate_limits = rate_limit::build(&raw.rate_limit, loc)?;
+    let compression = compression::build(&raw.compression, loc)?;
     let cluster = match &raw.cluster {
         None => None,
         Some(c) => Some(cluster::build(c, loc)?),
@@ -69,6 +71,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
         rate_limits,
         cluster,
         tls,
+        compression,
         warnings,
     })
 }
