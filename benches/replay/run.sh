@@ -97,7 +97,7 @@ stop_last() {
 SHELLAC_GIVEN=$SHELLAC_BIN
 if [[ " $CONFIGS " == *" shellac-"* ]]; then
   if [ -z "$SHELLAC_BIN" ]; then
-    target=${CARGO_TARGET_DIR:-/work/target-shared}
+    target=${CARGO_TARGET_DIR:-$ROOT/target}
     flag=()
     [ "$PROFILE" = release ] && flag=(--release)
     echo "# building shellac ($PROFILE) into $target" >&2
