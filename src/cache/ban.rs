@@ -1,5 +1,7 @@
 //! Bans: invalidation by pattern (`path_prefix`, `path_regex`, `host`,
-//! surrogate-key `tag`), applied lazily as Varnish does.
+//! surrogate-key `tag`, and the matchers of the apps' invalidation
+//! protocols: a regex on a response header, a path regex on one host, any
+//! of several tags), applied lazily as Varnish does.
 //!
 //! A ban applies to every object stored before it. Two things apply it:
 //! a lookup that finds an older object tests it against the newer bans
@@ -36,6 +38,31 @@ pub enum BanMatcher {
         /// The tag.
         tag: String,
     },
+    /// Objects whose `header` value matches `regex` (Varnish's
+    /// `obj.http.X ~ "…"`, Magento's tag patterns). An object without the
+    /// header is tested as if it were empty, so `.*` matches everything.
+    HeaderRegex {
+        /// The response header tested.
+        header: HeaderName,
+        /// The pattern, unanchored as in VCL.
+        regex: Regex,
+    },
+    /// Paths (with query) matching `regex` on exactly this host (`req.url ~
+    /// … && req.http.host == …`: WordPress's and Drupal's URL bans).
+    HostPathRegex {
+        /// The host, lower-case, as in the key.
+        host: String,
+        /// The path pattern, unanchored.
+        regex: Regex,
+    },
+    /// Objects listing any of `tags` (separated by spaces or commas) in any
+    /// of `headers` (Drupal's cache tags, vmod_xkey's keys).
+    AnyTag {
+        /// The response headers that carry tags.
+        headers: Vec<HeaderName>,
+        /// The tags; one match is enough.
+        tags: Vec<String>,
+    },
 }
 
 /// One ban.
@@ -70,6 +97,22 @@ impl BanMatcher {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(str::split_ascii_whitespace)
                 .any(|t| t == tag),
+            BanMatcher::HeaderRegex { header, regex } => {
+                let mut values = object.headers.get_all(header).iter().peekable();
+                if values.peek().is_none() {
+                    return regex.is_match("");
+                }
+                values.any(|v| v.to_str().is_ok_and(|v| regex.is_match(v)))
+            }
+            BanMatcher::HostPathRegex { host: want, regex } => {
+                host == want && regex.is_match(target)
+            }
+            BanMatcher::AnyTag { headers, tags } => headers
+                .iter()
+                .flat_map(|name| object.headers.get_all(name).iter())
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(|c: char| c.is_ascii_whitespace() || c == ','))
+                .any(|t| !t.is_empty() && tags.iter().any(|want| want == t)),
         }
     }
 }

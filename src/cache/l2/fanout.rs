@@ -82,6 +82,27 @@ pub enum WireMatcher {
         /// The tag.
         tag: String,
     },
+    /// A regex on a response header.
+    HeaderRegex {
+        /// The header name.
+        header: String,
+        /// The pattern, as written.
+        regex: String,
+    },
+    /// A path regex on one host.
+    HostPathRegex {
+        /// The host.
+        host: String,
+        /// The pattern, as written.
+        regex: String,
+    },
+    /// Any of several tags in any of several headers.
+    AnyTag {
+        /// The header names.
+        headers: Vec<String>,
+        /// The tags.
+        tags: Vec<String>,
+    },
 }
 
 impl WireMatcher {
@@ -94,6 +115,18 @@ impl WireMatcher {
                 header: header.as_str().to_string(),
                 tag: tag.clone(),
             },
+            BanMatcher::HeaderRegex { header, regex } => WireMatcher::HeaderRegex {
+                header: header.as_str().to_string(),
+                regex: regex.as_str().to_string(),
+            },
+            BanMatcher::HostPathRegex { host, regex } => WireMatcher::HostPathRegex {
+                host: host.clone(),
+                regex: regex.as_str().to_string(),
+            },
+            BanMatcher::AnyTag { headers, tags } => WireMatcher::AnyTag {
+                headers: headers.iter().map(|h| h.as_str().to_string()).collect(),
+                tags: tags.clone(),
+            },
         }
     }
 
@@ -105,6 +138,21 @@ impl WireMatcher {
             WireMatcher::Tag { header, tag } => BanMatcher::Tag {
                 header: http::HeaderName::from_bytes(header.as_bytes()).ok()?,
                 tag: tag.clone(),
+            },
+            WireMatcher::HeaderRegex { header, regex } => BanMatcher::HeaderRegex {
+                header: http::HeaderName::from_bytes(header.as_bytes()).ok()?,
+                regex: regex::Regex::new(regex).ok()?,
+            },
+            WireMatcher::HostPathRegex { host, regex } => BanMatcher::HostPathRegex {
+                host: host.clone(),
+                regex: regex::Regex::new(regex).ok()?,
+            },
+            WireMatcher::AnyTag { headers, tags } => BanMatcher::AnyTag {
+                headers: headers
+                    .iter()
+                    .map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                    .collect::<Option<Vec<_>>>()?,
+                tags: tags.clone(),
             },
         })
     }
