@@ -411,4 +411,29 @@ mod tests {
         assert!(matches!(matcher.to_matcher(), Some(BanMatcher::Tag { .. })));
         assert!(WireMatcher::PathRegex("(".into()).to_matcher().is_none());
     }
+
+    #[test]
+    fn the_apps_matchers_round_trip() {
+        let matchers = [
+            BanMatcher::HeaderRegex {
+                header: http::HeaderName::from_static("x-magento-tags"),
+                regex: regex::Regex::new("((^|,)cat_p_1(,|$))").expect("regex"),
+            },
+            BanMatcher::HostPathRegex {
+                host: "a.example".into(),
+                regex: regex::Regex::new("/category/.*").expect("regex"),
+            },
+            BanMatcher::AnyTag {
+                headers: vec![http::HeaderName::from_static("xkey")],
+                tags: vec!["k1".into(), "k2".into()],
+            },
+        ];
+        for matcher in matchers {
+            let wire = WireMatcher::from_matcher(&matcher);
+            let text = serde_json::to_string(&wire).expect("json");
+            let back: WireMatcher = serde_json::from_str(&text).expect("parses");
+            let back = back.to_matcher().expect("a matcher");
+            assert_eq!(format!("{back:?}"), format!("{matcher:?}"));
+        }
+    }
 }
