@@ -335,6 +335,18 @@ async fn xkey_purge_removes_the_objects_listing_a_key() {
     assert_eq!(purged.status.as_u16(), 200);
     assert!(!still_cached(shellac.addr, "/product/1", &p1).await);
     assert!(still_cached(shellac.addr, "/product/10", &p10).await);
+    shellac.stop().await;
+}
+
+/// `xkey-softpurge`: the objects turn stale, not gone: the next client
+/// still gets the old copy at once (grace) while it is fetched again.
+#[tokio::test]
+async fn xkey_softpurge_makes_the_objects_stale_for_grace() {
+    let origin = site(xkey_pages).await;
+    let shellac = Shellac::start(&shellac_config(origin.addr, "\"xkey\"")).await;
+    let p1 = cached(shellac.addr, "/product/1").await;
+    let p10 = cached(shellac.addr, "/product/10").await;
+    let other = cached(shellac.addr, "/about").await;
     let purged = send(
         shellac.addr,
         "PURGE",
@@ -343,7 +355,32 @@ async fn xkey_purge_removes_the_objects_listing_a_key() {
     )
     .await;
     assert_eq!(purged.status.as_u16(), 200);
-    assert!(!still_cached(shellac.addr, "/product/10", &p10).await);
+    let stale = support::get(shellac.addr, "/product/10").await;
+    assert_eq!(stale.text(), p10, "served from grace at once");
+    assert_eq!(
+        stale.header("x-cache"),
+        Some("HIT-STALE"),
+        "{:?}",
+        stale.headers
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while still_cached(shellac.addr, "/product/10", &p10).await {
+        assert!(
+            Instant::now() < deadline,
+            "never refetched after the soft purge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let also = support::get(shellac.addr, "/product/1").await;
+    assert_eq!(
+        also.header("x-cache"),
+        Some("HIT-STALE"),
+        "also tagged category-2"
+    );
+    assert_eq!(also.text(), p1);
+    let about = support::get(shellac.addr, "/about").await;
+    assert_eq!(about.header("x-cache"), Some("HIT"));
+    assert_eq!(about.text(), other);
     shellac.stop().await;
 }
 

@@ -63,6 +63,21 @@ pub enum BanMatcher {
         /// The tags; one match is enough.
         tags: Vec<String>,
     },
+    /// What the inner matcher matches becomes stale instead of going
+    /// (vmod_xkey's soft purge): served in grace while it is refetched,
+    /// revalidated if it has a validator. L2 treats it as a plain ban.
+    Soft(Box<BanMatcher>),
+}
+
+/// What the active bans do to one stored object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No ban matches it.
+    Keep,
+    /// A soft ban matches it, and no other: it becomes stale.
+    Stale,
+    /// A ban matches it: it goes.
+    Remove,
 }
 
 /// One ban.
@@ -113,8 +128,21 @@ impl BanMatcher {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(|c: char| c.is_ascii_whitespace() || c == ','))
                 .any(|t| !t.is_empty() && tags.iter().any(|want| want == t)),
+            BanMatcher::Soft(inner) => inner.matches(key, object),
         }
     }
+}
+
+/// What `bans` do to `object`: a hard ban wins over a soft one.
+pub(super) fn verdict(bans: &[Arc<Ban>], key: &CacheKey, object: &CachedObject) -> Verdict {
+    let mut verdict = Verdict::Keep;
+    for ban in bans.iter().filter(|ban| ban.matches(key, object)) {
+        if !matches!(ban.matcher, BanMatcher::Soft(_)) {
+            return Verdict::Remove;
+        }
+        verdict = Verdict::Stale;
+    }
+    verdict
 }
 
 /// The host and the target of a key `scheme://host/target[\0variant…]`.
@@ -155,10 +183,13 @@ impl BanList {
         self.bans.load().len()
     }
 
-    /// Whether any ban made after `object` was stored matches it.
-    pub fn bans(&self, key: &CacheKey, object: &CachedObject) -> bool {
+    /// What the bans made after `object` was stored do to it.
+    pub fn verdict(&self, key: &CacheKey, object: &CachedObject) -> Verdict {
         let bans = self.bans.load();
-        !bans.is_empty() && bans.iter().any(|ban| ban.matches(key, object))
+        if bans.is_empty() {
+            return Verdict::Keep;
+        }
+        verdict(&bans, key, object)
     }
 
     /// The current bans (for the lurker).
@@ -186,5 +217,41 @@ mod tests {
         assert_eq!(split_key("http://a.com/x/y?z"), ("a.com", "/x/y?z"));
         assert_eq!(split_key("http://a.com/x\u{0}3\u{0}gzip"), ("a.com", "/x"));
         assert_eq!(split_key("http://a.com"), ("a.com", "/"));
+    }
+
+    #[test]
+    fn a_hard_ban_wins_over_a_soft_one() {
+        use crate::cache::policy::Lifetimes;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("xkey", http::HeaderValue::from_static("k1 k2"));
+        let mut object = CachedObject::new(
+            http::StatusCode::OK,
+            headers,
+            bytes::Bytes::new(),
+            std::time::Duration::ZERO,
+            Lifetimes {
+                ttl: std::time::Duration::from_secs(60),
+                grace: std::time::Duration::ZERO,
+                keep: std::time::Duration::ZERO,
+                stale_if_error: std::time::Duration::ZERO,
+                must_revalidate: false,
+                no_cache: false,
+            },
+        );
+        // Bans apply to objects stored before them.
+        object.stored_at -= std::time::Duration::from_millis(1);
+        let key = CacheKey::new("http", "a.com", "/x");
+        let tag = |t: &str| BanMatcher::AnyTag {
+            headers: vec![HeaderName::from_static("xkey")],
+            tags: vec![t.to_string()],
+        };
+        let list = BanList::default();
+        assert_eq!(list.verdict(&key, &object), Verdict::Keep);
+        list.add(tag("k3"));
+        assert_eq!(list.verdict(&key, &object), Verdict::Keep);
+        list.add(BanMatcher::Soft(Box::new(tag("k2"))));
+        assert_eq!(list.verdict(&key, &object), Verdict::Stale);
+        list.add(tag("k1"));
+        assert_eq!(list.verdict(&key, &object), Verdict::Remove);
     }
 }

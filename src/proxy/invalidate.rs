@@ -9,7 +9,8 @@
 //! | `wordpress` | `PURGE /path` (+ `X-Purge-Method: default`) | purge the URL | `200 Purged` |
 //! | `drupal` | `BAN` + `Purge-Cache-Tags` or `Cache-Tags: t1 t2` | ban objects listing any tag in `Purge-Cache-Tags` or `Cache-Tags` | `200 Ban added.` |
 //! | `drupal` | `BAN /regex` without tags | ban paths matching on the host | `200 Ban added.` |
-//! | `xkey` | `PURGE` + `xkey-purge: k1 k2` (or `xkey-softpurge`) | ban objects whose `xkey` lists any key | `200 Purged` |
+//! | `xkey` | `PURGE` + `xkey-purge: k1 k2` | ban objects whose `xkey` lists any key | `200 Purged` |
+//! | `xkey` | `PURGE` + `xkey-softpurge: k1 k2` | the same objects become stale (grace, revalidation) | `200 Purged` |
 //!
 //! Every one is refused as plain `PURGE` is (405 with an empty
 //! `purge_allow`, 403 from outside it), goes to the other nodes through
@@ -161,13 +162,23 @@ fn purge(on: Invalidation, headers: &HeaderMap, host: &str, target: &str) -> Res
         body: "Purged\n",
     };
     if on.xkey {
-        let keys = tags(headers, &[XKEY_PURGE, XKEY_SOFTPURGE]);
-        if !keys.is_empty() {
-            let matcher = BanMatcher::AnyTag {
+        let mut bans = Vec::new();
+        let hard = tags(headers, &[XKEY_PURGE]);
+        if !hard.is_empty() {
+            bans.push(BanMatcher::AnyTag {
                 headers: vec![XKEY],
-                tags: keys,
-            };
-            return Ok(purged("xkey", Action::Ban(vec![matcher])));
+                tags: hard,
+            });
+        }
+        let soft = tags(headers, &[XKEY_SOFTPURGE]);
+        if !soft.is_empty() {
+            bans.push(BanMatcher::Soft(Box::new(BanMatcher::AnyTag {
+                headers: vec![XKEY],
+                tags: soft,
+            })));
+        }
+        if !bans.is_empty() {
+            return Ok(purged("xkey", Action::Ban(bans)));
         }
     }
     if on.magento2 {

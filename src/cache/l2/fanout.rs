@@ -103,6 +103,8 @@ pub enum WireMatcher {
         /// The tags.
         tags: Vec<String>,
     },
+    /// A soft ban (stale, not gone) of the inner matcher.
+    Soft(Box<WireMatcher>),
 }
 
 impl WireMatcher {
@@ -127,6 +129,9 @@ impl WireMatcher {
                 headers: headers.iter().map(|h| h.as_str().to_string()).collect(),
                 tags: tags.clone(),
             },
+            BanMatcher::Soft(inner) => {
+                WireMatcher::Soft(Box::new(WireMatcher::from_matcher(inner)))
+            }
         }
     }
 
@@ -154,6 +159,7 @@ impl WireMatcher {
                     .collect::<Option<Vec<_>>>()?,
                 tags: tags.clone(),
             },
+            WireMatcher::Soft(inner) => BanMatcher::Soft(Box::new(inner.to_matcher()?)),
         })
     }
 }
@@ -427,6 +433,10 @@ mod tests {
                 headers: vec![http::HeaderName::from_static("xkey")],
                 tags: vec!["k1".into(), "k2".into()],
             },
+            BanMatcher::Soft(Box::new(BanMatcher::AnyTag {
+                headers: vec![http::HeaderName::from_static("xkey")],
+                tags: vec!["k3".into()],
+            })),
         ];
         for matcher in matchers {
             let wire = WireMatcher::from_matcher(&matcher);
