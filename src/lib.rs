@@ -22,6 +22,8 @@
 //!   such as WebSocket); the only user of both cache and backends.
 //!   `proxy::compress` is `[compression]`: the backend asked for gzip, the
 //!   representation each client gets.
+//!   `proxy::invalidate` is `PURGE` and the apps' purge protocols
+//!   (`[cache] invalidation`: Magento 2, WordPress, Drupal, xkey).
 //!
 //! Services of the request path:
 //! - [`cache`]: key, RFC 9111 policy, stored objects, the moka store, the

@@ -173,6 +173,9 @@ pub struct Metrics {
     /// size limit).
     pub proxy_protocol_errors: Counter,
     bans_active: Gauge,
+    /// Purges and bans accepted from clients, by protocol (the handles of
+    /// [`INVALIDATION_PROTOCOLS`], in order).
+    invalidations: [Counter; 5],
     /// Synthetic 503s, for the status page (the labelled family has the detail).
     synth_503: Counter,
     /// The second tier (`[cache.l2]`) and invalidation fan-out.
@@ -245,6 +248,7 @@ impl Metrics {
             log_dropped: Counter::default(),
             proxy_protocol_errors: Counter::default(),
             bans_active: Gauge::default(),
+            invalidations: Default::default(),
             synth_503: Counter::default(),
             l2: L2Metrics::default(),
             tunnels: TunnelMetrics::default(),
@@ -351,6 +355,20 @@ impl Metrics {
             "Bans not yet applied to every object",
             metrics.bans_active.clone(),
         );
+        let invalidations = Family::<ProtocolLabel, Counter>::default();
+        let metrics = Metrics {
+            invalidations: INVALIDATION_PROTOCOLS.map(|protocol| {
+                invalidations
+                    .get_or_create(&ProtocolLabel { protocol })
+                    .clone()
+            }),
+            ..metrics
+        };
+        registry.register(
+            "shellac_invalidations",
+            "Purges and bans accepted from clients, by protocol (purge, magento2, wordpress, drupal, xkey)",
+            invalidations,
+        );
         registry.register(
             "shellac_tls_certificate_expiry_seconds",
             "When each TLS certificate expires (its notAfter), as Unix time, by its names",
@@ -416,6 +434,14 @@ impl Metrics {
                         .inc();
                 }
             }
+        }
+    }
+
+    /// Counts one accepted invalidation of `protocol` (one of
+    /// [`INVALIDATION_PROTOCOLS`]).
+    pub fn invalidated(&self, protocol: &str) {
+        if let Some(i) = INVALIDATION_PROTOCOLS.iter().position(|p| *p == protocol) {
+            self.invalidations[i].inc();
         }
     }
 
@@ -521,6 +547,17 @@ pub struct BackendSnapshot {
     pub queued: usize,
     /// Pooled idle connections.
     pub idle_connections: usize,
+}
+
+/// The invalidation protocols counted: plain `PURGE`, then the names of
+/// `[cache] invalidation`.
+pub const INVALIDATION_PROTOCOLS: [&str; 5] = ["purge", "magento2", "wordpress", "drupal", "xkey"];
+
+/// `protocol` label of invalidations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    /// One of [`INVALIDATION_PROTOCOLS`].
+    pub protocol: &'static str,
 }
 
 /// `kind` label of L2 errors.

@@ -92,6 +92,9 @@ pub enum Reason {
     PurgeNotEnabled,
     /// `PURGE` from a client outside `[cache] purge_allow` (403).
     PurgeNotAllowed,
+    /// A Magento 2 `PURGE` with neither `X-Magento-Tags-Pattern` nor
+    /// `X-Pool`, or an invalidation whose pattern is no regex (400).
+    InvalidationMalformed,
 
     // --- Operations.
     /// Maintenance mode is on (503).
@@ -102,7 +105,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for documentation tables.
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 37] = [
         Reason::Connect,
         Reason::ConnectTimeout,
         Reason::Tls,
@@ -137,6 +140,7 @@ impl Reason {
         Reason::Purge,
         Reason::PurgeNotEnabled,
         Reason::PurgeNotAllowed,
+        Reason::InvalidationMalformed,
         Reason::Maintenance,
         Reason::RateLimited,
     ];
@@ -179,6 +183,7 @@ impl Reason {
             Reason::Purge => "purge",
             Reason::PurgeNotEnabled => "purge_not_enabled",
             Reason::PurgeNotAllowed => "purge_not_allowed",
+            Reason::InvalidationMalformed => "invalidation_malformed",
             Reason::Maintenance => "maintenance",
             Reason::RateLimited => "rate_limited",
         }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName};
 
 pub use crate::body::shared::Transit;
-pub use ban::{BanList, BanMatcher};
+pub use ban::{BanList, BanMatcher, Verdict};
 pub use busy::BusyObject;
 pub use coalesce::Coalescer;
 pub use key::CacheKey;
@@ -131,11 +131,18 @@ impl Cache {
     }
 
     fn unless_banned(&self, key: &CacheKey, object: Arc<CachedObject>) -> Found {
-        if self.bans.bans(key, &object) {
-            self.store.remove(key);
-            return Found::Miss;
+        match self.bans.verdict(key, &object) {
+            Verdict::Keep => Found::Object(object),
+            Verdict::Remove => {
+                self.store.remove(key);
+                Found::Miss
+            }
+            Verdict::Stale => {
+                let stale = Arc::new(object.staled(Instant::now()));
+                self.store.insert(key.clone(), Entry::Object(stale.clone()));
+                Found::Object(stale)
+            }
         }
-        Found::Object(object)
     }
 
     /// One pass of the ban lurker: removes every object an active ban
@@ -146,11 +153,22 @@ impl Cache {
             return 0;
         }
         let mut removed = 0;
-        self.store.sweep(&mut |key, object| {
-            let hit = bans.iter().any(|ban| ban.matches(key, object));
-            removed += usize::from(hit);
-            hit
-        });
+        let mut staled = Vec::new();
+        self.store
+            .sweep(&mut |key, object| match ban::verdict(&bans, key, object) {
+                Verdict::Keep => false,
+                Verdict::Remove => {
+                    removed += 1;
+                    true
+                }
+                Verdict::Stale => {
+                    staled.push((key.clone(), object.staled(Instant::now())));
+                    false
+                }
+            });
+        for (key, object) in staled {
+            self.store.insert(key, Entry::Object(Arc::new(object)));
+        }
         self.bans.complete(&bans);
         removed
     }

@@ -143,6 +143,24 @@ impl CachedObject {
         self.initial_age + now.saturating_duration_since(self.stored_at)
     }
 
+    /// This object made stale now, as a soft purge leaves it: stored again
+    /// now with the age it has (so the soft ban is behind it), fresh no
+    /// longer, grace and keep from now on.
+    pub fn staled(&self, now: Instant) -> CachedObject {
+        let age = self.age(now);
+        let mut lifetimes = self.lifetimes;
+        lifetimes.ttl = lifetimes.ttl.min(age);
+        CachedObject {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            stored_at: now,
+            initial_age: age,
+            lifetimes,
+            encoded: self.encoded.clone(),
+        }
+    }
+
     /// How long the store should keep the object from now on: the rest of
     /// its freshness plus grace and keep (or stale-if-error, if longer).
     pub fn time_to_live(&self) -> Duration {

@@ -137,6 +137,8 @@ pub(super) struct RawCache {
     pub(super) honor_request_cache_control: Option<bool>,
     pub(super) purge_allow: Option<Vec<Spanned<String>>>,
     pub(super) tag_header: Option<Spanned<String>>,
+    /// Invalidation protocols besides plain `PURGE`, by name.
+    pub(super) invalidation: Option<Vec<Spanned<String>>>,
     /// `[cache.l2]`: the shared second tier on Redis/Valkey.
     pub(super) l2: Option<RawL2>,
 }

@@ -314,8 +314,29 @@ pub struct CacheConfig {
     pub purge_allow: Vec<IpNet>,
     /// The response header whose space-separated values tag an object for bans.
     pub tag_header: HeaderName,
+    /// `invalidation`: the apps' purge protocols accepted besides plain `PURGE`.
+    pub invalidation: Invalidation,
     /// `[cache.l2]`: the shared second tier, when configured.
     pub l2: Option<L2Config>,
+}
+
+/// `[cache] invalidation`: which applications' Varnish purge protocols
+/// Shellac speaks (`proxy/invalidate.rs`). All off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Invalidation {
+    /// `PURGE` with `X-Magento-Tags-Pattern` / `X-Pool` (Magento 2).
+    pub magento2: bool,
+    /// `PURGE` with `X-Purge-Method: regex` (WordPress purge plugins).
+    pub wordpress: bool,
+    /// `BAN` with `Purge-Cache-Tags` / `Cache-Tags` (Drupal's purge module).
+    pub drupal: bool,
+    /// `PURGE` with `xkey-purge` (varnish-modules' vmod_xkey).
+    pub xkey: bool,
+}
+
+impl Invalidation {
+    /// The names accepted in the config.
+    pub const NAMES: [&'static str; 4] = ["magento2", "wordpress", "drupal", "xkey"];
 }
 
 /// Where the second tier lives.

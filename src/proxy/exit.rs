@@ -25,6 +25,7 @@ impl Proxy {
         mut response: Response<Body>,
     ) -> Response<Body> {
         self.response_rules(ctx, response.headers_mut());
+        self.hide_invalidation_headers(response.headers_mut());
         self.count(ctx, &mut response);
         let bytes = content_length(response.headers());
         log_request(

@@ -6,9 +6,10 @@
 use http::{Request, Response};
 
 use super::deliver::close_connection;
-use super::{Proxy, RequestCtx};
+use super::{invalidate, Proxy, RequestCtx};
 use crate::body::Body;
 use crate::limits;
+use crate::reason::Reason;
 use crate::synth::Synthetic;
 
 impl Proxy {
@@ -23,6 +24,12 @@ impl Proxy {
             return Some(self.synthetic(ctx, Synthetic::maintenance(retry_after)));
         }
         if let Err(refusal) = limits::check(req, framing, &self.config.server) {
+            // The method is checked last: a Drupal `BAN` passed every other check.
+            let drupal_ban = refusal.reason == Reason::UnknownMethod
+                && invalidate::is_drupal_ban(self.config.cache.invalidation, req.method().as_str());
+            if drupal_ban {
+                return None;
+            }
             let response = self.synthetic(ctx, refusal);
             return Some(close_connection(response, req.version()));
         }

@@ -27,6 +27,7 @@ mod exit;
 mod fetch;
 mod gate;
 pub mod headers;
+mod invalidate;
 mod lookup;
 pub mod range;
 mod rescue;
@@ -219,8 +220,8 @@ impl Proxy {
                 Synthetic::backend_fetch_failed(Reason::NoRoute, self.config.server.retry_after);
             return Started::Answered(self.synthetic(ctx, refusal));
         };
-        if req.method().as_str() == "PURGE" {
-            return Started::Answered(self.purge(ctx, &exchange.key));
+        if let Some(answer) = self.invalidation(ctx, &req, &exchange) {
+            return Started::Answered(answer);
         }
         let (parts, body) = req.into_parts();
         let mut body: Body = body.into();

@@ -2,7 +2,8 @@
 //! (RFC 9111 via `cache::policy`, plus `[[route]]` overrides), storing it
 //! while it streams to the client, hit-for-miss when it may not be, the
 //! refresh of a stale object by a 304, the one background refresh in
-//! grace, and invalidation (unsafe methods, `PURGE`).
+//! grace, and the invalidation after unsafe methods (`PURGE` and the
+//! apps' protocols are `invalidate.rs`).
 //!
 //! Every path releases the waiting list's writer guard with the outcome
 //! the waiters need: `Stored`, `Uncacheable` or (elsewhere) `Failed`.
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::response::Parts as ResponseParts;
 use http::uri::Uri;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 
 use super::upstream::ClientHead;
 use super::{deliver, release, Exchange, Outcome, Proxy, RequestCtx};
@@ -26,8 +27,6 @@ use crate::cache::coalesce::{Outcome as Flight, Role, WriterGuard};
 use crate::cache::policy::{self, CacheControl, Lifetimes, NotStored, RequestMode, StoreRules};
 use crate::cache::{CacheKey, CachedObject};
 use crate::peer::ClientAddr;
-use crate::reason::Reason;
-use crate::synth::Synthetic;
 
 impl Proxy {
     /// Whether the fetched response may be stored, and for how long. Only a
@@ -292,33 +291,6 @@ impl Proxy {
                     .purge(&CacheKey::new("http", &host, target.as_str()));
             }
         }
-    }
-
-    /// `PURGE`: removes every variant of the URL, for clients in
-    /// `[cache] purge_allow` (403 for others; 405 when the list is empty).
-    pub(super) fn purge(&self, ctx: &mut RequestCtx, key: &CacheKey) -> Response<Body> {
-        let allow = &self.config.cache.purge_allow;
-        if allow.is_empty() {
-            return self.synthetic(
-                ctx,
-                Synthetic::refuse(StatusCode::METHOD_NOT_ALLOWED, Reason::PurgeNotEnabled),
-            );
-        }
-        if !allow.iter().any(|net| net.contains(&ctx.client_ip)) {
-            return self.synthetic(
-                ctx,
-                Synthetic::refuse(StatusCode::FORBIDDEN, Reason::PurgeNotAllowed),
-            );
-        }
-        self.cache.purge(key);
-        ctx.outcome = Outcome::Synth;
-        ctx.error = Some(Reason::Purge);
-        tracing::info!(xid = ctx.xid, key = key.as_str(), client = %ctx.client_ip, "purged");
-        let mut response = Response::new(Body::full("Purged\n"));
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
     }
 }
 

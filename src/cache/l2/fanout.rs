@@ -82,6 +82,29 @@ pub enum WireMatcher {
         /// The tag.
         tag: String,
     },
+    /// A regex on a response header.
+    HeaderRegex {
+        /// The header name.
+        header: String,
+        /// The pattern, as written.
+        regex: String,
+    },
+    /// A path regex on one host.
+    HostPathRegex {
+        /// The host.
+        host: String,
+        /// The pattern, as written.
+        regex: String,
+    },
+    /// Any of several tags in any of several headers.
+    AnyTag {
+        /// The header names.
+        headers: Vec<String>,
+        /// The tags.
+        tags: Vec<String>,
+    },
+    /// A soft ban (stale, not gone) of the inner matcher.
+    Soft(Box<WireMatcher>),
 }
 
 impl WireMatcher {
@@ -94,6 +117,21 @@ impl WireMatcher {
                 header: header.as_str().to_string(),
                 tag: tag.clone(),
             },
+            BanMatcher::HeaderRegex { header, regex } => WireMatcher::HeaderRegex {
+                header: header.as_str().to_string(),
+                regex: regex.as_str().to_string(),
+            },
+            BanMatcher::HostPathRegex { host, regex } => WireMatcher::HostPathRegex {
+                host: host.clone(),
+                regex: regex.as_str().to_string(),
+            },
+            BanMatcher::AnyTag { headers, tags } => WireMatcher::AnyTag {
+                headers: headers.iter().map(|h| h.as_str().to_string()).collect(),
+                tags: tags.clone(),
+            },
+            BanMatcher::Soft(inner) => {
+                WireMatcher::Soft(Box::new(WireMatcher::from_matcher(inner)))
+            }
         }
     }
 
@@ -106,6 +144,22 @@ impl WireMatcher {
                 header: http::HeaderName::from_bytes(header.as_bytes()).ok()?,
                 tag: tag.clone(),
             },
+            WireMatcher::HeaderRegex { header, regex } => BanMatcher::HeaderRegex {
+                header: http::HeaderName::from_bytes(header.as_bytes()).ok()?,
+                regex: regex::Regex::new(regex).ok()?,
+            },
+            WireMatcher::HostPathRegex { host, regex } => BanMatcher::HostPathRegex {
+                host: host.clone(),
+                regex: regex::Regex::new(regex).ok()?,
+            },
+            WireMatcher::AnyTag { headers, tags } => BanMatcher::AnyTag {
+                headers: headers
+                    .iter()
+                    .map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                    .collect::<Option<Vec<_>>>()?,
+                tags: tags.clone(),
+            },
+            WireMatcher::Soft(inner) => BanMatcher::Soft(Box::new(inner.to_matcher()?)),
         })
     }
 }
@@ -362,5 +416,34 @@ mod tests {
         };
         assert!(matches!(matcher.to_matcher(), Some(BanMatcher::Tag { .. })));
         assert!(WireMatcher::PathRegex("(".into()).to_matcher().is_none());
+    }
+
+    #[test]
+    fn the_apps_matchers_round_trip() {
+        let matchers = [
+            BanMatcher::HeaderRegex {
+                header: http::HeaderName::from_static("x-magento-tags"),
+                regex: regex::Regex::new("((^|,)cat_p_1(,|$))").expect("regex"),
+            },
+            BanMatcher::HostPathRegex {
+                host: "a.example".into(),
+                regex: regex::Regex::new("/category/.*").expect("regex"),
+            },
+            BanMatcher::AnyTag {
+                headers: vec![http::HeaderName::from_static("xkey")],
+                tags: vec!["k1".into(), "k2".into()],
+            },
+            BanMatcher::Soft(Box::new(BanMatcher::AnyTag {
+                headers: vec![http::HeaderName::from_static("xkey")],
+                tags: vec!["k3".into()],
+            })),
+        ];
+        for matcher in matchers {
+            let wire = WireMatcher::from_matcher(&matcher);
+            let text = serde_json::to_string(&wire).expect("json");
+            let back: WireMatcher = serde_json::from_str(&text).expect("parses");
+            let back = back.to_matcher().expect("a matcher");
+            assert_eq!(format!("{back:?}"), format!("{matcher:?}"));
+        }
     }
 }

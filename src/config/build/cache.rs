@@ -2,13 +2,14 @@
 //! Its sub-table `[cache.l2]` is built in `l2.rs`.
 
 use http::HeaderName;
+use toml::Spanned;
 
 use super::l2;
 use crate::config::check::{cidrs, positive_size, span};
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::RawCache;
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, Invalidation};
 
 /// `[cache]`, with `[cache.l2]` when present.
 pub(super) fn build(c: &RawCache, loc: &Locator<'_>) -> Result<CacheConfig, ConfigError> {
@@ -43,11 +44,40 @@ pub(super) fn build(c: &RawCache, loc: &Locator<'_>) -> Result<CacheConfig, Conf
                 })?
             }
         },
+        invalidation: invalidation(c.invalidation.as_deref(), loc)?,
         l2: match &c.l2 {
             None => None,
             Some(raw) => Some(l2::build(raw, loc)?),
         },
     })
+}
+
+/// `invalidation = ["magento2", …]`: each name once, known.
+fn invalidation(
+    names: Option<&[Spanned<String>]>,
+    loc: &Locator<'_>,
+) -> Result<Invalidation, ConfigError> {
+    let mut on = Invalidation::default();
+    for name in names.unwrap_or(&[]) {
+        let flag = match name.get_ref().trim() {
+            "magento2" => &mut on.magento2,
+            "wordpress" => &mut on.wordpress,
+            "drupal" => &mut on.drupal,
+            "xkey" => &mut on.xkey,
+            other => {
+                return Err(loc.error_at_key(
+                    span(name),
+                    "cache.invalidation",
+                    format!(
+                        "expected one of {}, found \"{other}\"",
+                        Invalidation::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+                    ),
+                ))
+            }
+        };
+        *flag = true;
+    }
+    Ok(on)
 }
 
 #[cfg(test)]
@@ -71,5 +101,20 @@ mod tests {
         let err = parse("[cache]\ntransit_capacity = 0\n").unwrap_err();
         assert_eq!(err.key(), Some("cache.transit_capacity"), "{err}");
         assert_eq!(err.line(), Some(2), "{err}");
+    }
+
+    #[test]
+    fn invalidation_names_the_protocols_and_refuses_others() {
+        let parse =
+            |cache: &str| Config::parse(Path::new("test.toml"), &format!("{cache}{BACKEND}"));
+        let off = parse("").expect("valid");
+        assert!(!off.cache.invalidation.magento2 && !off.cache.invalidation.xkey);
+        let on = parse("[cache]\ninvalidation = [\"magento2\", \"xkey\"]\n").expect("valid");
+        assert!(on.cache.invalidation.magento2 && on.cache.invalidation.xkey);
+        assert!(!on.cache.invalidation.wordpress && !on.cache.invalidation.drupal);
+        let err = parse("[cache]\ninvalidation = [\"drupal\", \"joomla\"]\n").unwrap_err();
+        assert_eq!(err.key(), Some("cache.invalidation"), "{err}");
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert!(err.to_string().contains("joomla"), "{err}");
     }
 }
