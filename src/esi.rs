@@ -105,84 +105,109 @@ impl Parser {
         }
     }
 
-    /// Text up to the next thing that may be markup; whether it moved on.
+    /// Text up to the next markup, then that markup; whether it moved on.
+    /// A `<` or `-` that starts no markup stays in the text, so text goes
+    /// out in as few pieces as the chunks allow.
     fn text(&mut self, end: bool, out: &mut Vec<Event>) -> bool {
-        let buf = &self.pending[..];
-        let in_comment = self.in_comment;
-        let next = buf
-            .iter()
-            .position(|&b| b == b'<' || (in_comment && b == b'-'));
-        let Some(at) = next else {
-            let text = self.pending.split().freeze();
-            push_text(out, text);
-            return false;
+        let mut from = 0;
+        let (at, markup) = loop {
+            let in_comment = self.in_comment;
+            let next = self.pending[from..]
+                .iter()
+                .position(|&b| b == b'<' || (in_comment && b == b'-'));
+            let Some(rel) = next else {
+                let text = self.pending.split().freeze();
+                push_text(out, text);
+                return false;
+            };
+            let at = from + rel;
+            match self.markup(&self.pending[at..], end) {
+                Markup::Literal => from = at + 1,
+                markup => break (at, markup),
+            }
         };
-        if at > 0 {
-            let text = self.pending.split_to(at).freeze();
-            push_text(out, text);
+        let text = self.pending.split_to(at).freeze();
+        push_text(out, text);
+        match markup {
+            Markup::Literal => true,
+            Markup::Wait => false,
+            Markup::CommentEnd => {
+                self.pending.advance(3);
+                self.in_comment = false;
+                true
+            }
+            Markup::CommentStart => {
+                self.pending.advance(7);
+                self.in_comment = true;
+                true
+            }
+            Markup::TooLong => {
+                // A tag that never ends: dropped up to the limit.
+                self.pending.advance(MAX_TAG);
+                true
+            }
+            Markup::Unterminated => {
+                // At the end of the document: left out.
+                self.pending.clear();
+                false
+            }
+            Markup::Close(gt) => {
+                // `</esi:include>` and the like: nothing to do. A stray
+                // `</esi:remove>` is dropped too.
+                self.pending.advance(gt + 1);
+                true
+            }
+            Markup::Open(gt) => {
+                let tag = self.pending.split_to(gt + 1).freeze();
+                let (name, attrs) = split_tag(&tag[5..tag.len() - 1]);
+                match name {
+                    b"include" => {
+                        if let Some(include) = include(attrs) {
+                            out.push(Event::Include(include));
+                        }
+                    }
+                    b"remove" if !attrs.ends_with(b"/") => self.state = State::Remove,
+                    // `<esi:comment …/>` and unknown elements: left out.
+                    _ => {}
+                }
+                true
+            }
         }
-        let buf = &self.pending[..];
+    }
+
+    /// What `buf` (starting at a `<`, or a `-` inside `<!--esi`) starts.
+    fn markup(&self, buf: &[u8], end: bool) -> Markup {
+        let wait_or_literal = if end { Markup::Literal } else { Markup::Wait };
         if buf[0] == b'-' {
             return match prefix_state(buf, b"-->") {
-                Prefix::Match => {
-                    self.pending.advance(3);
-                    self.in_comment = false;
-                    true
-                }
-                Prefix::Partial if !end => false,
-                _ => self.literal(1, out),
+                Prefix::Match => Markup::CommentEnd,
+                Prefix::Partial => wait_or_literal,
+                Prefix::No => Markup::Literal,
             };
         }
         if !self.in_comment {
             match prefix_state(buf, b"<!--esi") {
-                Prefix::Match => {
-                    self.pending.advance(7);
-                    self.in_comment = true;
-                    return true;
-                }
-                Prefix::Partial if !end => return false,
+                Prefix::Match => return Markup::CommentStart,
+                Prefix::Partial if !end => return Markup::Wait,
                 _ => {}
             }
         }
         let open = prefix_state(buf, b"<esi:");
         let close = prefix_state(buf, b"</esi:");
         if open == Prefix::No && close == Prefix::No {
-            return self.literal(1, out);
+            return Markup::Literal;
         }
         if open != Prefix::Match && close != Prefix::Match {
             // Only a partial match: wait for more, or it was plain text.
-            return if end { self.literal(1, out) } else { false };
+            return wait_or_literal;
         }
-        let Some(gt) = buf.iter().take(MAX_TAG).position(|&b| b == b'>') else {
-            if buf.len() >= MAX_TAG {
-                // A tag that never ends: dropped up to the limit.
-                self.pending.advance(MAX_TAG);
-                return true;
-            }
-            if end {
-                // Unterminated at the end of the document: left out.
-                self.pending.clear();
-            }
-            return false;
-        };
-        let tag = self.pending.split_to(gt + 1).freeze();
-        if close == Prefix::Match {
-            // `</esi:include>` and the like: nothing to do. A stray
-            // `</esi:remove>` is dropped too.
-            return true;
+        match buf.iter().take(MAX_TAG).position(|&b| b == b'>') {
+            Some(gt) if close == Prefix::Match => Markup::Close(gt),
+            Some(gt) => Markup::Open(gt),
+            None if buf.len() >= MAX_TAG => Markup::TooLong,
+            None if end => Markup::Unterminated,
+            None => Markup::Wait,
         }
-        let (name, attrs) = split_tag(&tag[5..tag.len() - 1]);
-        match name {
-            b"include" => {
-                if let Some(include) = include(attrs) {
-                    out.push(Event::Include(include));
-                }
-            }
-            b"remove" if !attrs.ends_with(b"/") => self.state = State::Remove,
-            // `<esi:comment …/>` and unknown elements: left out.
-            _ => {}
-        }
-        true
     }
 
     /// Inside `<esi:remove>`: drops everything up to its end.
@@ -207,12 +232,6 @@ impl Parser {
         }
     }
 
-    /// The first `n` pending bytes are plain text.
-    fn literal(&mut self, n: usize, out: &mut Vec<Event>) -> bool {
-        let text = self.pending.split_to(n).freeze();
-        push_text(out, text);
-        true
-    }
 }
 
 /// Parses a whole document at once.
@@ -228,6 +247,26 @@ fn push_text(out: &mut Vec<Event>, text: Bytes) {
     if !text.is_empty() {
         out.push(Event::Text(text));
     }
+}
+
+/// What a `<` (or a `-` inside `<!--esi`) turned out to start.
+enum Markup {
+    /// Nothing: it is text.
+    Literal,
+    /// Cannot tell before more of the document arrives.
+    Wait,
+    /// `-->` closing a `<!--esi`.
+    CommentEnd,
+    /// `<!--esi`.
+    CommentStart,
+    /// `<esi:…>`, its `>` at this offset.
+    Open(usize),
+    /// `</esi:…>`, its `>` at this offset.
+    Close(usize),
+    /// A `<esi:` with no `>` within [`MAX_TAG`] bytes.
+    TooLong,
+    /// A `<esi:` with no `>` before the end of the document.
+    Unterminated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
