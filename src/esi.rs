@@ -231,7 +231,6 @@ impl Parser {
             }
         }
     }
-
 }
 
 /// Parses a whole document at once.
@@ -345,7 +344,10 @@ fn attributes(mut s: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         s = trim(s);
         let eq = s.iter().position(|&b| b == b'=')?;
         let name = trim(&s[..eq]);
-        let name = match name.iter().rposition(|b| b.is_ascii_whitespace() || *b == b'/') {
+        let name = match name
+            .iter()
+            .rposition(|b| b.is_ascii_whitespace() || *b == b'/')
+        {
             Some(space) => &name[space + 1..],
             None => name,
         };

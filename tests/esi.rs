@@ -82,14 +82,20 @@ async fn two_includes_are_assembled_streamed_and_cached_each_on_its_own() {
     assert!(head.headers.get("last-modified").is_none(), "{head:?}");
     assert!(head.headers.get("accept-ranges").is_none(), "{head:?}");
     assert_eq!(
-        head.headers.get("transfer-encoding").and_then(|v| v.to_str().ok()),
+        head.headers
+            .get("transfer-encoding")
+            .and_then(|v| v.to_str().ok()),
         Some("chunked")
     );
 
     // Again: the template and the 60 s fragment come from the cache.
     let again = get(shellac.addr, "/page").await;
     assert_eq!(again.header("x-cache"), Some("HIT"));
-    assert!(again.text().starts_with("<html>HEADLONGMID"), "{}", again.text());
+    assert!(
+        again.text().starts_with("<html>HEADLONGMID"),
+        "{}",
+        again.text()
+    );
     assert_eq!((count(&origin, "/page"), count(&origin, "/long")), (1, 1));
 
     // Once the 1 s fragment expired it is fetched again; the rest is not.
@@ -100,7 +106,10 @@ async fn two_includes_are_assembled_streamed_and_cached_each_on_its_own() {
             assert_eq!(got.text(), "<html>HEADLONGMIDSHORT-2END");
             break;
         }
-        assert!(Instant::now() < deadline, "the 1 s fragment was never refetched");
+        assert!(
+            Instant::now() < deadline,
+            "the 1 s fragment was never refetched"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!((count(&origin, "/page"), count(&origin, "/long")), (1, 1));
@@ -168,7 +177,7 @@ async fn a_failed_include_inserts_nothing() {
     })
     .await;
     let extra = format!(
-        "{ESI_RULE}[[backend]]\nname = \"down\"\naddress = \"{refused}\"\n\
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{ESI_RULE}[[backend]]\nname = \"down\"\naddress = \"{refused}\"\n\
          [[pool]]\nname = \"down\"\nbackends = [\"down\"]\n\
          [[pool]]\nname = \"default\"\nbackends = [\"origin\"]\n\
          [[route]]\npath_prefix = \"/down\"\npool = \"down\"\n"
@@ -178,6 +187,25 @@ async fn a_failed_include_inserts_nothing() {
     assert_eq!(got.status, 200);
     assert_eq!(got.text(), "abcdOK");
     assert_eq!(count(&origin, "/500"), 1);
+    // Three includes inserted nothing (500, refused, another host) out of
+    // four; the page is one request, its includes none of their own.
+    let admin = shellac.admin.expect("admin");
+    let host = admin.to_string();
+    let metrics = send(admin, "GET", "/metrics", &[("host", &host)])
+        .await
+        .text();
+    assert_eq!(
+        sample(&metrics, "shellac_esi_includes_total"),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, "shellac_esi_include_errors_total"), 3.0);
+    let requests: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("shellac_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(requests, 1.0, "{metrics}");
 
     // onerror="abort": the page stops at the failed include.
     let aborted = try_send(shellac.addr, "GET", "/abort", &[]).await;
@@ -239,7 +267,10 @@ async fn a_malformed_document_goes_out_without_the_broken_tag() {
     let origin = Origin::start(|seen: Seen| async move {
         match seen.target.as_str() {
             "/open" => html("before<esi:include src=\"/f\"", 60),
-            "/bad" => html("a<esi:include/>b<esi:nonsense x>c</esi:include>d<esi:remove>gone", 60),
+            "/bad" => html(
+                "a<esi:include/>b<esi:nonsense x>c</esi:include>d<esi:remove>gone",
+                60,
+            ),
             "/f" => html("F", 60),
             _ => Reply::ok("?").status(404),
         }
@@ -277,7 +308,10 @@ async fn a_template_stored_gzip_is_assembled_in_identity() {
             &[("accept-encoding", *encoding)],
         )
         .await;
-        assert!(got.header("content-encoding").is_none(), "{encoding}: {got:?}");
+        assert!(
+            got.header("content-encoding").is_none(),
+            "{encoding}: {got:?}"
+        );
         assert_eq!(got.text(), expected, "{encoding}");
         if i > 0 {
             assert_eq!(got.header("x-cache"), Some("HIT"), "{encoding}");
@@ -285,6 +319,14 @@ async fn a_template_stored_gzip_is_assembled_in_identity() {
     }
     assert_eq!(count(&origin, "/page"), 1);
     shellac.stop().await;
+}
+
+/// The value of one metric sample.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Opens `path` and returns the head and the body still streaming.

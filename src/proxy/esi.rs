@@ -487,9 +487,7 @@ fn sub_request(template: &Template, target: PathAndQuery, depth: u32) -> Option<
 
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map_or(authority, |i| &authority[..=i]);
+        return authority.find(']').map_or(authority, |i| &authority[..=i]);
     }
     authority
         .rsplit_once(':')
