@@ -25,7 +25,7 @@ const ESI_RULE: &str = "[[rule]]\npath_prefix = \"/\"\nesi = true\n";
 fn html(body: impl Into<Bytes>, max_age: u32) -> Reply {
     Reply::ok(body)
         .header("content-type", "text/html; charset=utf-8")
-        .header("cache-control", &format!("max-age={max_age}"))
+        .header("cache-control", format!("max-age={max_age}"))
 }
 
 /// How many requests the origin got for `path`.

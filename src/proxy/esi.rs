@@ -366,8 +366,9 @@ async fn write(
     }
 }
 
-/// One fragment through the pipeline, whole, in identity; the permit is
-/// held until its body is read.
+/// One fragment through the pipeline, whole, in identity, at most
+/// `[cache] max_object_size` (a fragment is held in memory until its turn
+/// comes); the permit is held until its body is read.
 async fn fragment(
     proxy: Arc<Proxy>,
     request: Request<Body>,
@@ -387,9 +388,12 @@ async fn fragment(
     let body = identity(head.headers.get(header::CONTENT_ENCODING), body)
         .await
         .map_err(|e| e.to_string())?;
-    match body.collect().await {
+    let max = usize::try_from(proxy.config.cache.max_object_size).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => Err(format!("the fragment's body failed: {error}")),
+        Err(error) => Err(format!(
+            "the fragment's body failed or exceeds max_object_size: {error}"
+        )),
     }
 }
 
