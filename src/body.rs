@@ -68,6 +68,9 @@ pub enum BodyError {
     /// A gzip body being decoded for a client was not valid gzip.
     #[error("the gzip body could not be decoded: {0}")]
     Decode(std::io::Error),
+    /// An ESI include marked `onerror="abort"` failed: the page stops.
+    #[error("an ESI include with onerror=\"abort\" failed: {0}")]
+    EsiAbort(String),
 }
 
 /// A request or response body as Shellac passes it around.
@@ -88,6 +91,9 @@ pub enum Body {
     /// A gzip body decoded while it streams (boxed: the decoder's state
     /// would make every body as large as it is).
     Gunzip(Box<gunzip::Gunzip>),
+    /// Pieces made by a task as they come: a page assembled from ESI
+    /// includes (`proxy/esi.rs`), sent in document order.
+    Channel(tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>),
 }
 
 impl Body {
@@ -113,6 +119,9 @@ impl http_body::Body for Body {
             Body::Shared(inner) => Pin::new(inner).poll_frame(cx),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
             Body::Gunzip(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
+            Body::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|piece| piece.map(|piece| piece.map(Frame::data))),
         }
     }
 
@@ -125,6 +134,7 @@ impl http_body::Body for Body {
             Body::Shared(inner) => inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
             Body::Gunzip(inner) => inner.is_end_stream(),
+            Body::Channel(_) => false,
         }
     }
 
@@ -137,6 +147,7 @@ impl http_body::Body for Body {
             Body::Shared(inner) => inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
             Body::Gunzip(inner) => inner.size_hint(),
+            Body::Channel(_) => SizeHint::default(),
         }
     }
 }

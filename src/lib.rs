@@ -21,7 +21,8 @@
 //!   sequence; one file per phase, `proxy/tunnel.rs` for Upgrade tunnels
 //!   such as WebSocket); the only user of both cache and backends.
 //!   `proxy::compress` is `[compression]`: the backend asked for gzip, the
-//!   representation each client gets.
+//!   representation each client gets. `proxy::esi` assembles ESI pages
+//!   at delivery (each include a sub-request through the pipeline).
 //!   `proxy::invalidate` is `PURGE` and the apps' purge protocols
 //!   (`[cache] invalidation`: Magento 2, WordPress, Drupal, xkey).
 //!
@@ -58,6 +59,8 @@
 //! - [`peer`]: the client's address as a connection gives it (IP or Unix socket).
 //! - [`encoding`]: content codings: which one a client's `Accept-Encoding`
 //!   prefers, and the whole-body gzip and brotli codecs.
+//! - [`esi`]: the ESI parser (includes, removes, `<!--esi`), fed chunk by
+//!   chunk; never fails (fuzzed: `fuzz/fuzz_targets/esi_parse.rs`).
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 
@@ -69,6 +72,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod encoding;
+pub mod esi;
 pub mod generation;
 pub mod host;
 pub mod limits;

@@ -182,6 +182,11 @@ pub struct Metrics {
     pub l2: L2Metrics,
     /// Upgrade tunnels (WebSocket).
     pub tunnels: TunnelMetrics,
+    /// ESI includes made (`proxy/esi.rs`), whatever became of them.
+    pub esi_includes: Counter,
+    /// ESI includes that inserted nothing: a failed fragment (an error
+    /// status, a failed body), a foreign host, or one past `max_depth`.
+    pub esi_include_errors: Counter,
     /// Each loaded TLS certificate's `notAfter`, as Unix time.
     tls_certificate_expiry: Family<CertificateLabel, Gauge>,
 }
@@ -252,6 +257,8 @@ impl Metrics {
             synth_503: Counter::default(),
             l2: L2Metrics::default(),
             tunnels: TunnelMetrics::default(),
+            esi_includes: Counter::default(),
+            esi_include_errors: Counter::default(),
             tls_certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
@@ -373,6 +380,16 @@ impl Metrics {
             "shellac_tls_certificate_expiry_seconds",
             "When each TLS certificate expires (its notAfter), as Unix time, by its names",
             metrics.tls_certificate_expiry.clone(),
+        );
+        registry.register(
+            "shellac_esi_includes",
+            "ESI includes processed in assembled pages",
+            metrics.esi_includes.clone(),
+        );
+        registry.register(
+            "shellac_esi_include_errors",
+            "ESI includes that inserted nothing (failed fragment, foreign host, past max_depth)",
+            metrics.esi_include_errors.clone(),
         );
         metrics.l2.register(&mut registry);
         metrics.tunnels.register(&mut registry);

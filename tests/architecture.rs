@@ -34,6 +34,8 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("peer", &[]),
     // Content codings: Accept-Encoding and the gzip / brotli codecs.
     ("encoding", &[]),
+    // The ESI parser: bytes in, text and includes out.
+    ("esi", &[]),
     // Every metric family and the values they count.
     ("metrics", &["reason"]),
     // Retry policy and budget; its settings are plain configuration data.

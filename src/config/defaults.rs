@@ -288,6 +288,11 @@ pub const COMPRESSION_MIN_SIZE: u64 = 1024;
 /// `[compression] gzip_level` (Varnish `gzip_level`, 6): zlib's default
 /// trade of CPU for size.
 pub const GZIP_LEVEL: u32 = 6;
+/// `[esi] max_depth` (Varnish `max_esi_depth`, 5): how deep includes nest.
+pub const ESI_MAX_DEPTH: u32 = 5;
+/// `[esi] types`: the responses parsed for ESI (when a rule or the
+/// backend's `Surrogate-Control` asks for it).
+pub const ESI_TYPES: &[&str] = &["text/html"];
 /// The brotli quality of the `br` copy made beside a stored gzip object
 /// (not configurable): 5 is about gzip -9's size at a fraction of the
 /// CPU of quality 11, and it is paid once per object, not per hit.

@@ -42,6 +42,16 @@ pub(super) struct RawConfig {
     pub(super) tls: RawTls,
     #[serde(default)]
     pub(super) compression: RawCompression,
+    #[serde(default)]
+    pub(super) esi: RawEsi,
+}
+
+/// `[esi]`: Edge Side Includes (Varnish's `max_esi_depth`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEsi {
+    pub(super) max_depth: Option<Spanned<i64>>,
+    pub(super) types: Option<Vec<Spanned<String>>>,
 }
 
 /// `[compression]`: gzip and brotli the Varnish way (`http_gzip_support`).
@@ -226,6 +236,7 @@ pub(super) struct RawRule {
     pub(super) grace: Option<ConfigDuration>,
     pub(super) keep: Option<ConfigDuration>,
     pub(super) pass: Option<bool>,
+    pub(super) esi: Option<bool>,
 }
 
 /// `request_headers` / `response_headers` of a `[[rule]]`.

@@ -93,6 +93,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[compression]`: gzip and brotli the Varnish way.
     pub compression: CompressionConfig,
+    /// `[esi]`: Edge Side Includes.
+    pub esi: EsiConfig,
     /// What an operator should know about this configuration although it
     /// is valid (a certificate about to expire), one sentence each. Logged
     /// by `run` and on every reload, printed by `--check`: the configuration
@@ -279,6 +281,26 @@ impl CompressionConfig {
             return self.types.iter().any(|t| t.matches(&lower));
         }
         self.types.iter().any(|t| t.matches(media))
+    }
+}
+
+/// `[esi]`: how deep includes nest and which responses are parsed
+/// (docs/caching.md, "ESI").
+#[derive(Clone, Debug)]
+pub struct EsiConfig {
+    /// Varnish's `max_esi_depth`: an include deeper than this is not made.
+    pub max_depth: u32,
+    /// Media types (lower-cased globs) whose responses are parsed for ESI.
+    pub types: Vec<crate::pattern::Glob>,
+}
+
+impl EsiConfig {
+    /// Whether a response of `content_type` (a `Content-Type` value) is
+    /// parsed: its media type, parameters dropped, matches one of `types`.
+    pub fn parses(&self, content_type: &str) -> bool {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let lower = media.to_ascii_lowercase();
+        self.types.iter().any(|t| t.matches(&lower))
     }
 }
 
@@ -867,6 +889,8 @@ pub struct RuleConfig {
     pub grace: Option<Duration>,
     /// `keep`.
     pub keep: Option<Duration>,
+    /// `esi`: parse ESI in the responses to matching requests.
+    pub esi: bool,
 }
 
 impl RuleConfig {

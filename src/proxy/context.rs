@@ -55,6 +55,11 @@ pub struct RequestCtx {
     pub tunnel_bytes: Option<(u64, u64)>,
     /// A `101` was relayed: what the tunnel needs, taken at the exit.
     pub(super) tunnel: Option<Box<super::tunnel::Pending>>,
+    /// A matching `[[rule]]` has `esi = true`.
+    pub(crate) esi_rule: bool,
+    /// 0 for a client's request, else the ESI include depth of a
+    /// sub-request (`esi.rs`): not rate-limited, not in the access log.
+    pub(crate) esi_depth: u32,
 }
 
 impl RequestCtx {
@@ -79,6 +84,8 @@ impl RequestCtx {
             response_rules: Default::default(),
             tunnel_bytes: None,
             tunnel: None,
+            esi_rule: false,
+            esi_depth: 0,
         }
     }
 

@@ -26,6 +26,13 @@ impl Proxy {
     ) -> Response<Body> {
         self.response_rules(ctx, response.headers_mut());
         self.hide_invalidation_headers(response.headers_mut());
+        // An ESI include is part of its page's request: traced, but
+        // neither counted nor logged as a request of its own (as
+        // varnishncsa leaves ESI sub-requests out without -E).
+        if ctx.esi_depth > 0 {
+            ctx.trace(uri, response.status());
+            return response;
+        }
         self.count(ctx, &mut response);
         let bytes = content_length(response.headers());
         log_request(

@@ -33,7 +33,8 @@ impl Proxy {
             let response = self.synthetic(ctx, refusal);
             return Some(close_connection(response, req.version()));
         }
-        if !self.rate_limits.is_empty() {
+        // An ESI include is part of its page's request, not one more.
+        if !self.rate_limits.is_empty() && ctx.esi_depth == 0 {
             if let Some(wait) =
                 self.rate_limits
                     .check(req.uri().path(), ctx.client_ip, req.headers())

@@ -22,6 +22,7 @@
 mod compress;
 mod context;
 mod deliver;
+mod esi;
 mod exchange;
 mod exit;
 mod fetch;
@@ -167,6 +168,9 @@ impl Proxy {
             &self.config.server.trusted_proxies,
         );
         ctx.wants_json = synth::wants_json(req.headers());
+        if let Some(depth) = req.extensions().get::<esi::Depth>() {
+            ctx.esi_depth = depth.0;
+        }
         let log_head = self.access_log.is_on().then(|| LogHead::of(&req));
         let uri = req.uri().clone();
         match self.start(req, framing, &mut ctx) {
@@ -175,8 +179,10 @@ impl Proxy {
             }
             Started::Waiting(waiting) => {
                 let proxy = self.clone();
+                let template = esi::Template::of(&waiting.parts);
                 Handled::Waiting(Box::pin(async move {
                     let response = proxy.wait(waiting, &mut ctx).await;
+                    let response = proxy.esi_waited(&ctx, template, response);
                     match ctx.tunnel.take() {
                         // A 101: the log line waits for the tunnel's end.
                         Some(pending) => {
@@ -256,7 +262,7 @@ impl Proxy {
 
         // 5. Look up.
         match self.look(ctx, &exchange, &parts, 0) {
-            Next::Answer(response) => Started::Answered(response),
+            Next::Answer(response) => Started::Answered(self.esi_deliver(ctx, &parts, response)),
             next => Started::Waiting(Box::new(Waiting {
                 exchange,
                 parts,

@@ -100,6 +100,20 @@ impl Effects {
     }
 }
 
+/// An `esi = true` request is answered whole: the page is assembled from
+/// fragments that the template's validators and byte ranges do not
+/// describe, so its conditions and range go (for the backend too).
+fn esi_request(headers: &mut HeaderMap) {
+    for name in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+    ] {
+        headers.remove(name);
+    }
+}
+
 /// What the request rules leave for the route phase.
 #[derive(Default)]
 pub(super) struct Applied {
@@ -149,6 +163,10 @@ impl Proxy {
             }
             if rule.pass.is_some() {
                 applied.pass = rule.pass;
+            }
+            if rule.esi {
+                ctx.esi_rule = true;
+                esi_request(req.headers_mut());
             }
             let e = &mut applied.effects;
             e.ttl = rule.ttl.or(e.ttl);

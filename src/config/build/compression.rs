@@ -51,7 +51,7 @@ pub(super) fn build(
 /// A media-type glob: `type/subtype`, each side a token or containing `*`
 /// (`text/*`, `application/*+json`), lower-cased (media types compare
 /// case-insensitively).
-fn media_glob(text: &str) -> Result<Glob, String> {
+pub(super) fn media_glob(text: &str) -> Result<Glob, String> {
     let expected = || {
         format!("expected a media type such as \"text/html\" or a glob such as \"text/*\", found {text:?}")
     };

@@ -13,6 +13,7 @@ mod backend;
 mod cache;
 mod cluster;
 mod compression;
+mod esi;
 mod l2;
 mod log;
 mod pool;
@@ -53,6 +54,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
     let log = log::build(&raw.log, loc)?;
     let rate_limits = rate_limit::build(&raw.rate_limit, loc)?;
     let compression = compression::build(&raw.compression, loc)?;
+    let esi = esi::build(&raw.esi, loc)?;
     let cluster = match &raw.cluster {
         None => None,
         Some(c) => Some(cluster::build(c, loc)?),
@@ -72,6 +74,7 @@ pub(super) fn build(path: &Path, raw: RawConfig, loc: &Locator<'_>) -> Result<Co
         cluster,
         tls,
         compression,
+        esi,
         warnings,
     })
 }

@@ -137,6 +137,7 @@ fn rule(i: usize, r: &RawRule, loc: &Locator<'_>) -> Result<RuleConfig, ConfigEr
         ttl: r.ttl.map(|d| d.0),
         grace: r.grace.map(|d| d.0),
         keep: r.keep.map(|d| d.0),
+        esi: r.esi.unwrap_or(false),
     })
 }
 
