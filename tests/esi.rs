@@ -243,6 +243,32 @@ async fn surrogate_control_asks_for_esi_and_is_removed() {
 }
 
 #[tokio::test]
+async fn a_surrogate_control_template_is_never_a_range_or_304_of_its_raw_bytes() {
+    let origin = Origin::start(|seen: Seen| async move {
+        match seen.target.as_str() {
+            "/asks" => html("x<esi:include src=\"/f\"/>y", 60)
+                .header("surrogate-control", "content=\"ESI/1.0\"")
+                .header("etag", "\"template\""),
+            "/f" => html("F", 60),
+            _ => Reply::ok("?").status(404),
+        }
+    })
+    .await;
+    let shellac = Shellac::start(&config(origin.addr, "")).await;
+    assert_eq!(get(shellac.addr, "/asks").await.text(), "xFy");
+    // On the stored template: a range and the template's own validator
+    // describe its raw bytes, so the page is answered whole, assembled.
+    for (name, value) in [("range", "bytes=0-4"), ("if-none-match", "\"template\"")] {
+        let got = send(shellac.addr, "GET", "/asks", &[(name, value)]).await;
+        assert_eq!(got.status.as_u16(), 200, "{name}");
+        assert_eq!(got.text(), "xFy", "{name}");
+        assert!(got.header("content-range").is_none(), "{name}");
+        assert!(got.header("etag").is_none(), "{name}");
+    }
+    shellac.stop().await;
+}
+
+#[tokio::test]
 async fn only_the_configured_types_are_parsed() {
     let origin = Origin::start(|seen: Seen| async move {
         match seen.target.as_str() {

@@ -12,6 +12,7 @@ use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
 use super::compress::{self, Representation};
+use super::esi;
 use super::range::{self, RangeAnswer};
 use super::{headers, Outcome, Proxy, RequestCtx};
 use crate::body::gunzip::Gunzip;
@@ -53,12 +54,13 @@ impl Proxy {
         headers.clone_from(&object.headers);
         repr.describe(headers, object);
         headers.insert(header::AGE, headers::age_value(object.age(now).as_secs()));
-        if policy::not_modified(&parts.headers, headers) {
+        let template = esi::is_marked_template(&object.headers);
+        if !template && policy::not_modified(&parts.headers, headers) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response.headers_mut().remove(header::CONTENT_LENGTH);
         } else {
             *response.status_mut() = object.status;
-            deliver_body(&mut response, parts, object, &repr, live);
+            deliver_body(&mut response, parts, object, &repr, live, template);
         }
         let ranges = !matches!(repr, Representation::Decoded { len: None });
         if object.status == StatusCode::OK && ranges {
@@ -88,7 +90,7 @@ impl Proxy {
             "MISS"
         };
         let cache_status = headers::status_value(cache_status);
-        if not_modified {
+        if not_modified && !esi::is_marked_template(&head.headers) {
             tokio::spawn(drain(body));
             let mut response = Response::new(Body::Empty);
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -141,6 +143,7 @@ fn deliver_body(
     object: &CachedObject,
     repr: &Representation<'_>,
     live: Option<Body>,
+    template: bool,
 ) {
     let bytes = repr.bytes(object);
     let len = match (bytes, repr) {
@@ -150,7 +153,9 @@ fn deliver_body(
     };
     // A decoded body of unknown length takes no range: the whole, a 200.
     let range = match len {
-        Some(len) if object.status == StatusCode::OK && parts.method == Method::GET => {
+        Some(len)
+            if object.status == StatusCode::OK && parts.method == Method::GET && !template =>
+        {
             range::answer(&parts.headers, response.headers(), len)
         }
         _ => RangeAnswer::Whole,

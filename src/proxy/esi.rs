@@ -100,6 +100,23 @@ impl Template {
     }
 }
 
+/// The backend asked for ESI processing of this response
+/// (`Surrogate-Control: content="ESI/1.0"`).
+fn asks_for_esi(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.to_ascii_lowercase().contains("content=\"esi/1.0\""))
+}
+
+/// A template that its backend marked for ESI: a stored or fetched
+/// response whose range or validators describe the template's bytes, not
+/// the page assembled from it, so delivery answers it whole (200), never
+/// 206 or 304 — as an `esi = true` rule does for the request
+/// (`rules::esi_request`).
+pub(super) fn is_marked_template(headers: &HeaderMap) -> bool {
+    headers.get(SURROGATE_CONTROL).is_some_and(asks_for_esi)
+}
+
 /// What goes out next, in document order.
 enum Piece {
     Text(Bytes),
@@ -133,11 +150,7 @@ impl Proxy {
         if !ctx.esi_rule && surrogate.is_none() {
             return false;
         }
-        let asked = ctx.esi_rule
-            || surrogate.is_some_and(|v| {
-                v.to_str()
-                    .is_ok_and(|v| v.to_ascii_lowercase().contains("content=\"esi/1.0\""))
-            });
+        let asked = ctx.esi_rule || surrogate.as_ref().is_some_and(asks_for_esi);
         let headers = response.headers();
         asked
             && method == Method::GET
