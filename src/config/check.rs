@@ -18,6 +18,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Locator};
 use super::units::{ByteSize, ConfigDuration};
+use crate::pattern::Glob;
 
 /// Where a raw value was written, for [`Locator::error`].
 pub(super) fn span<T>(value: &Spanned<T>) -> Option<Range<usize>> {
@@ -187,4 +188,40 @@ pub(super) fn host_header(
             ),
         )),
     }
+}
+
+/// A list of media-type globs (`[compression] types`, `[esi] types`):
+/// `defaults` when absent, else each entry checked by [`media_glob`] so that
+/// a typo fails at load rather than silently matching nothing.
+pub(super) fn media_types(
+    values: Option<&[Spanned<String>]>,
+    defaults: &[&str],
+    loc: &Locator<'_>,
+) -> Result<Vec<Glob>, ConfigError> {
+    match values {
+        None => Ok(defaults.iter().filter_map(|t| Glob::new(t).ok()).collect()),
+        Some(values) => values
+            .iter()
+            .map(|t| media_glob(t.get_ref()).map_err(|message| loc.error(span(t), message)))
+            .collect(),
+    }
+}
+
+/// A media-type glob: `type/subtype`, each side a token or containing `*`
+/// (`text/*`, `application/*+json`), lower-cased (media types compare
+/// case-insensitively).
+fn media_glob(text: &str) -> Result<Glob, String> {
+    let expected = || {
+        format!("expected a media type such as \"text/html\" or a glob such as \"text/*\", found {text:?}")
+    };
+    let (kind, subtype) = text.trim().split_once('/').ok_or_else(expected)?;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(kind) || !token(subtype) {
+        return Err(expected());
+    }
+    Glob::new(&text.trim().to_ascii_lowercase())
 }

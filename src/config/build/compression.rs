@@ -2,43 +2,25 @@
 //! against zlib's range and every type against the shape of a media type,
 //! so that a typo fails at load rather than silently compressing nothing.
 
-use crate::config::check::span;
+use crate::config::check::{int_in, media_types};
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::RawCompression;
 use crate::config::CompressionConfig;
-use crate::pattern::Glob;
 
 /// `[compression]`, its defaults filled in.
 pub(super) fn build(
     c: &RawCompression,
     loc: &Locator<'_>,
 ) -> Result<CompressionConfig, ConfigError> {
-    let gzip_level = match &c.gzip_level {
-        None => defaults::GZIP_LEVEL,
-        Some(level) => match u32::try_from(*level.get_ref()) {
-            Ok(l) if l <= 9 => l,
-            _ => {
-                return Err(loc.error(
-                    span(level),
-                    format!(
-                        "expected a gzip level from 0 to 9, found {}",
-                        level.get_ref()
-                    ),
-                ))
-            }
-        },
-    };
-    let types = match &c.types {
-        None => defaults::COMPRESSIBLE_TYPES
-            .iter()
-            .filter_map(|t| Glob::new(t).ok())
-            .collect(),
-        Some(types) => types
-            .iter()
-            .map(|t| media_glob(t.get_ref()).map_err(|message| loc.error(span(t), message)))
-            .collect::<Result<_, _>>()?,
-    };
+    let gzip_level = int_in(
+        c.gzip_level.as_ref(),
+        i64::from(defaults::GZIP_LEVEL),
+        0..=9,
+        "a gzip level",
+        loc,
+    )? as u32;
+    let types = media_types(c.types.as_deref(), defaults::COMPRESSIBLE_TYPES, loc)?;
     Ok(CompressionConfig {
         gzip_support: c.gzip_support.unwrap_or(defaults::GZIP_SUPPORT),
         brotli: c.brotli.unwrap_or(defaults::BROTLI),
@@ -46,25 +28,6 @@ pub(super) fn build(
         min_size: c.min_size.map_or(defaults::COMPRESSION_MIN_SIZE, |s| s.0),
         gzip_level,
     })
-}
-
-/// A media-type glob: `type/subtype`, each side a token or containing `*`
-/// (`text/*`, `application/*+json`), lower-cased (media types compare
-/// case-insensitively).
-pub(super) fn media_glob(text: &str) -> Result<Glob, String> {
-    let expected = || {
-        format!("expected a media type such as \"text/html\" or a glob such as \"text/*\", found {text:?}")
-    };
-    let (kind, subtype) = text.trim().split_once('/').ok_or_else(expected)?;
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    if !token(kind) || !token(subtype) {
-        return Err(expected());
-    }
-    Glob::new(&text.trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -2,41 +2,22 @@
 //! media types are parsed, each type checked like `[compression] types`
 //! so that a typo fails at load rather than silently parsing nothing.
 
-use super::compression::media_glob;
-use crate::config::check::span;
+use crate::config::check::{int_in, media_types};
 use crate::config::defaults;
 use crate::config::error::{ConfigError, Locator};
 use crate::config::file::RawEsi;
 use crate::config::EsiConfig;
-use crate::pattern::Glob;
 
 /// `[esi]`, its defaults filled in.
 pub(super) fn build(e: &RawEsi, loc: &Locator<'_>) -> Result<EsiConfig, ConfigError> {
-    let max_depth = match &e.max_depth {
-        None => defaults::ESI_MAX_DEPTH,
-        Some(depth) => match u32::try_from(*depth.get_ref()) {
-            Ok(d) if d <= 64 => d,
-            _ => {
-                return Err(loc.error(
-                    span(depth),
-                    format!(
-                        "expected a nesting depth from 0 to 64, found {}",
-                        depth.get_ref()
-                    ),
-                ))
-            }
-        },
-    };
-    let types = match &e.types {
-        None => defaults::ESI_TYPES
-            .iter()
-            .filter_map(|t| Glob::new(t).ok())
-            .collect(),
-        Some(types) => types
-            .iter()
-            .map(|t| media_glob(t.get_ref()).map_err(|message| loc.error(span(t), message)))
-            .collect::<Result<_, _>>()?,
-    };
+    let max_depth = int_in(
+        e.max_depth.as_ref(),
+        i64::from(defaults::ESI_MAX_DEPTH),
+        0..=64,
+        "a nesting depth",
+        loc,
+    )? as u32;
+    let types = media_types(e.types.as_deref(), defaults::ESI_TYPES, loc)?;
     Ok(EsiConfig { max_depth, types })
 }
 
